@@ -1,0 +1,189 @@
+"""Backend registry: which implementation (numpy, numba, cython) runs each kernel, and how many
+threads every backend and BLAS may use together.
+
+`FASTNN_BACKEND` sets the start-up choice (default "auto": per kernel, the fastest available).
+`FASTNN_NUM_THREADS` sets the start-up thread count (default: the cores this process may use).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+
+NAMES = ("numpy", "numba", "cython")
+_MODULES = {"numpy": "fastnn.reference", "numba": "fastnn._numba", "cython": "fastnn._cython"}
+
+# "auto": the preferred order per kernel, fastest first (measured by bench/; see README).
+_AUTO_ORDER_DEFAULT = ("cython", "numba", "numpy")
+AUTO_ORDER: dict[str, tuple[str, ...]] = {}
+
+_lock = threading.RLock()
+_loaded: dict[str, object] = {}
+_errors: dict[str, str] = {}
+_current = "auto"
+_table: dict[str, Callable] = {}
+_num_threads: int | None = None
+_blas_limiter = None
+
+
+class BackendError(ValueError):
+    """A backend was asked for that does not exist or does not work in this install."""
+
+
+def _load(name: str):
+    """Import a backend package once; remember why it failed if it did."""
+    if name in _loaded:
+        return _loaded[name]
+    if name in _errors:
+        return None
+    with _lock:
+        if name in _loaded or name in _errors:
+            return _loaded.get(name)
+        try:
+            mod = importlib.import_module(_MODULES[name])
+        except Exception as exc:  # ImportError, or numba failing to initialise
+            _errors[name] = f"{type(exc).__name__}: {exc}"
+            return None
+        if _num_threads is not None:
+            mod.set_num_threads(_num_threads)
+        _loaded[name] = mod
+        return mod
+
+
+def available() -> list[str]:
+    """The backends that work in this install, in the order numpy, numba, cython."""
+    return [n for n in NAMES if _load(n) is not None]
+
+
+def unavailable() -> dict[str, str]:
+    """Backends that failed to load, with the reason."""
+    available()
+    return dict(_errors)
+
+
+def current() -> str:
+    """The selected backend: "auto", "numpy", "numba" or "cython"."""
+    return _current
+
+
+def use(name: str) -> None:
+    """Select the backend for every kernel: "numpy", "numba", "cython" or "auto"."""
+    global _current
+    if not isinstance(name, str) or name not in (*NAMES, "auto"):
+        raise BackendError(
+            f"backend: expected one of {', '.join(repr(n) for n in (*NAMES, 'auto'))}, got {name!r}"
+        )
+    if name != "auto" and _load(name) is None:
+        raise BackendError(
+            f"backend: {name!r} is not available in this install ({_errors.get(name)}); "
+            f"available: {available()}"
+        )
+    with _lock:
+        _current = name
+        _table.clear()
+
+
+@contextlib.contextmanager
+def using(name: str) -> Iterator[None]:
+    """Run a block on one backend, then restore the previous choice."""
+    previous = _current
+    use(name)
+    try:
+        yield
+    finally:
+        use(previous)
+
+
+def resolve(kernel: str) -> str:
+    """The backend that runs `kernel` under the current choice."""
+    if _current != "auto":
+        return _current
+    for name in AUTO_ORDER.get(kernel, _AUTO_ORDER_DEFAULT):
+        if _load(name) is not None and hasattr(_loaded[name], kernel):
+            return name
+    return "numpy"
+
+
+def impl(kernel: str) -> Callable:
+    """The function that runs `kernel` now (cached until the next `use`)."""
+    fn = _table.get(kernel)
+    if fn is None:
+        fn = getattr(_load(resolve(kernel)), kernel)
+        _table[kernel] = fn
+    return fn
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def get_num_threads() -> int:
+    """The threads that every backend and BLAS may use together."""
+    return _num_threads if _num_threads is not None else _default_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Let Numba, OpenMP (Cython) and BLAS each use `n` threads; they run one after another, so
+    the cores are never oversubscribed."""
+    global _num_threads, _blas_limiter
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive integer, got {n!r}")
+    with _lock:
+        _num_threads = n
+        for mod in _loaded.values():
+            mod.set_num_threads(n)
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+            _blas_limiter = None
+        else:
+            _blas_limiter = threadpool_limits(limits=n, user_api="blas")
+
+
+def blas_info() -> list[dict]:
+    """What threadpoolctl sees: the BLAS library in use, its threading layer and thread count."""
+    from threadpoolctl import threadpool_info
+
+    return [i for i in threadpool_info() if i.get("user_api") in ("blas", "openmp")]
+
+
+def _startup() -> None:
+    """Apply FASTNN_BACKEND / FASTNN_NUM_THREADS; warn once if a compiled backend is missing."""
+    global _current
+    missing = []
+    if _load("cython") is None:
+        missing.append(f"cython ({_errors['cython']}; reinstall with `pip install .`)")
+    if importlib.util.find_spec("numba") is None:
+        _errors["numba"] = "ModuleNotFoundError: numba is not installed"
+        missing.append("numba (not installed)")
+    if missing:
+        warnings.warn(
+            "fastnn: backend(s) not available, falling back: " + "; ".join(missing),
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    wanted = os.environ.get("FASTNN_BACKEND", "auto").strip().lower() or "auto"
+    try:
+        use(wanted)
+    except BackendError as exc:
+        warnings.warn(f"fastnn: FASTNN_BACKEND={wanted!r} ignored: {exc}", RuntimeWarning,
+                      stacklevel=3)
+        _current = "auto"
+    threads = os.environ.get("FASTNN_NUM_THREADS")
+    if threads:
+        try:
+            set_num_threads(int(threads))
+        except ValueError:
+            warnings.warn(f"fastnn: FASTNN_NUM_THREADS={threads!r} ignored: expected a positive "
+                          "integer", RuntimeWarning, stacklevel=3)
+
+
+_startup()

@@ -1,0 +1,83 @@
+"""Shared fixtures: the backend parameter, random arrays, numerical gradients."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import backend
+
+ALL_BACKENDS = ("numpy", "numba", "cython")
+COMPILED = ("numba", "cython")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _require(name: str) -> None:
+    if name in backend.available():
+        return
+    reason = backend.unavailable().get(name, "unknown")
+    if IN_CI:
+        pytest.fail(f"backend {name!r} must be built in CI but is missing: {reason}")
+    pytest.skip(f"backend {name!r} not available here: {reason}")
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def backend_name(request):
+    """Each test using this runs once per backend, with that backend selected."""
+    _require(request.param)
+    with backend.using(request.param):
+        yield request.param
+
+
+@pytest.fixture(params=COMPILED)
+def compiled_backend(request):
+    _require(request.param)
+    with backend.using(request.param):
+        yield request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+def randn(rng, *shape, scale=1.0, dtype=np.float32):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def numerical_grad(f, x: np.ndarray, eps: float = 1e-6, max_points: int = 60,
+                   rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Central differences of the scalar f() with respect to x (float64, perturbed in place) at up
+    to max_points coordinates; returns (flat indices, gradient values)."""
+    flat = x.reshape(-1)
+    if flat.size <= max_points:
+        idx = np.arange(flat.size)
+    else:
+        idx = (rng or np.random.default_rng(0)).choice(flat.size, max_points, replace=False)
+    g = np.empty(idx.size)
+    for k, i in enumerate(idx):
+        old = flat[i]
+        flat[i] = old + eps
+        fp = f()
+        flat[i] = old - eps
+        fm = f()
+        flat[i] = old
+        g[k] = (fp - fm) / (2 * eps)
+    return idx, g
+
+
+def assert_grad_close(analytic: np.ndarray, idx: np.ndarray, numeric: np.ndarray, tol=1e-6):
+    a = analytic.reshape(-1)[idx]
+    scale = max(1.0, float(np.abs(numeric).max(initial=0.0)))
+    err = float(np.abs(a - numeric).max(initial=0.0)) / scale
+    assert err < tol, f"max relative gradient error {err:.3g} >= {tol}"
+
+
+def pytest_report_header(config):
+    return [
+        f"fastnn {fastnn.__version__}: backends available {backend.available()}, "
+        f"missing {backend.unavailable()}, threads {backend.get_num_threads()}"
+    ]
