@@ -121,10 +121,18 @@ class Workspace:
     stays the same, so a training loop allocates once per shape. Kernels given a workspace return
     its buffers: the next call with the same workspace overwrites them."""
 
-    __slots__ = ("_bufs",)
+    __slots__ = ("_bufs", "_children")
 
     def __init__(self) -> None:
         self._bufs: dict[str, np.ndarray] = {}
+        self._children: dict[str, Workspace] = {}
+
+    def child(self, name: str) -> Workspace:
+        """A separate named workspace, for a second kernel whose buffer names would collide."""
+        ws = self._children.get(name)
+        if ws is None:
+            ws = self._children[name] = Workspace()
+        return ws
 
     def get(self, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
         buf = self._bufs.get(name)
@@ -133,6 +141,11 @@ class Workspace:
             self._bufs[name] = buf
         return buf
 
+    def bind(self, name: str, array: np.ndarray) -> None:
+        """Make `name` an existing array (e.g. a gradient view into a flat buffer), so a kernel
+        writes its output there directly. It stays bound while callers ask for its shape."""
+        self._bufs[name] = array
+
     def __contains__(self, name: str) -> bool:
         return name in self._bufs
 
@@ -140,10 +153,12 @@ class Workspace:
         return self._bufs[name]
 
     def nbytes(self) -> int:
-        return sum(b.nbytes for b in self._bufs.values())
+        return sum(b.nbytes for b in self._bufs.values()) + sum(
+            c.nbytes() for c in self._children.values())
 
     def clear(self) -> None:
         self._bufs.clear()
+        self._children.clear()
 
 
 def buffer(ws: Workspace | None, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:

@@ -1,0 +1,204 @@
+"""Training loops for Sequential: fit, evaluate, predict, train_on_batch, predict_on_batch."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from .kernels._check import as_float32, finite_float, positive_int
+
+
+class History:
+    """`history` maps "loss", "accuracy" (and "val_loss", "val_accuracy") to per-epoch lists."""
+
+    def __init__(self) -> None:
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+
+    def append(self, epoch: int, logs: dict) -> None:
+        self.epoch.append(epoch)
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(float(v))
+
+    def __repr__(self) -> str:
+        return f"History({self.history})"
+
+
+def _check_xy(x, y, name_x="x", name_y="y"):
+    x = as_float32(name_x, x)
+    y = np.asarray(y)
+    if x.ndim < 2:
+        raise ValueError(f"{name_x}: expected a batch of samples (N, ...), got shape {x.shape}")
+    if y.ndim == 0 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"{name_y}: expected {x.shape[0]} targets (one per sample of {name_x}), "
+                         f"got shape {y.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name_x}: expected at least one sample, got an empty batch")
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise ValueError(f"{name_y}: expected finite targets, got NaN or infinity")
+    if y.dtype.kind not in "iufb":
+        raise TypeError(f"{name_y}: expected integer labels or float targets, got dtype {y.dtype}")
+    return x, y
+
+
+def predict(model, x, batch_size: int = 256) -> np.ndarray:
+    x = as_float32("x", x)
+    batch_size = positive_int("batch_size", batch_size)
+    out = None
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start : start + batch_size]
+        for layer in model.layers:
+            xb = layer.forward(xb, False)
+        if out is None:
+            out = np.empty((x.shape[0], *xb.shape[1:]), np.float32)
+        out[start : start + len(xb)] = xb
+    if out is None:
+        raise ValueError("x: expected at least one sample, got an empty batch")
+    return out
+
+
+class TrainingMixin:
+    """fit / evaluate / train_on_batch / predict_on_batch for Sequential."""
+
+    def _check_optimizer(self, optimizer):
+        if getattr(optimizer, "params", None) is not self.parameters():
+            raise ValueError("optimizer: expected an optimizer built on this model's parameters() "
+                             "(e.g. Adam(model.parameters())), got one built for other parameters")
+
+    def _step(self, xb, yb, loss, optimizer) -> tuple[float, np.ndarray]:
+        out = xb
+        for layer in self.layers:
+            out = layer.forward(out, True)
+        value = loss.forward(out, yb)
+        dy = loss.backward()
+        for layer in reversed(self.layers[1:]):
+            dy = layer.backward(dy)
+        first = self.layers[0]
+        first.need_dx = False  # nobody needs dL/dinput during training
+        try:
+            first.backward(dy)
+        finally:
+            first.need_dx = True
+        optimizer.step()
+        return value, out
+
+    def train_on_batch(self, x, y, *, loss, optimizer) -> float:
+        """One training step on one batch; returns the batch loss. Workspaces are reused, so a
+        warm step allocates nothing but small temporaries."""
+        self._check_optimizer(optimizer)
+        x, y = _check_xy(x, y)
+        return self._step(x, y, loss, optimizer)[0]
+
+    def predict_on_batch(self, x, copy: bool = False) -> np.ndarray:
+        """Inference-mode outputs for one batch. Without copy=True the result is the last layer's
+        buffer, overwritten by the next call."""
+        x = as_float32("x", x)
+        for layer in self.layers:
+            x = layer.forward(x, False)
+        return x.copy() if copy else x
+
+    def evaluate(self, x, y, *, loss, batch_size: int = 256) -> dict:
+        """{"loss": mean loss, "accuracy": fraction correct} over (x, y), in inference mode."""
+        x, y = _check_xy(x, y)
+        batch_size = positive_int("batch_size", batch_size)
+        total, correct = 0.0, 0.0
+        for start in range(0, x.shape[0], batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            out = xb
+            for layer in self.layers:
+                out = layer.forward(out, False)
+            n = len(xb)
+            total += loss.forward(out, yb) * n
+            correct += loss.accuracy(out, yb) * n
+        n = x.shape[0]
+        return {"loss": total / n, "accuracy": correct / n}
+
+    def fit(self, x, y, *, loss, optimizer, epochs: int = 1, batch_size: int = 32,
+            validation_data=None, validation_split: float = 0.0, shuffle: bool = True,
+            seed=None, verbose: int = 1, callbacks=(), initial_epoch: int = 0,
+            rng_state: dict | None = None) -> History:
+        """Train for `epochs` epochs of mini-batches; returns a History. A loss that becomes NaN
+        or infinite raises FloatingPointError naming the epoch and step."""
+        from .callbacks import CallbackList
+
+        self._check_optimizer(optimizer)
+        x, y = _check_xy(x, y)
+        epochs = positive_int("epochs", epochs, minimum=0)
+        batch_size = positive_int("batch_size", batch_size)
+        validation_split = finite_float("validation_split", validation_split, 0.0, 1.0, max_open=True)
+        if validation_data is None and validation_split > 0:
+            n_val = int(round(x.shape[0] * validation_split))
+            if n_val < 1 or n_val >= x.shape[0]:
+                raise ValueError(f"validation_split: expected a fraction leaving at least one "
+                                 f"sample on each side of {x.shape[0]}, got {validation_split}")
+            validation_data = (x[-n_val:], y[-n_val:])
+            x, y = x[:-n_val], y[:-n_val]
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data: expected a pair (x_val, y_val)")
+            validation_data = _check_xy(*validation_data, "validation_data[0]", "validation_data[1]")
+        rng = np.random.default_rng(seed)
+        if rng_state is not None:
+            rng.bit_generator.state = rng_state
+        cbs = CallbackList(callbacks, model=self, optimizer=optimizer)
+        history = History()
+        self.stop_training = False
+        n = x.shape[0]
+        steps = -(-n // batch_size)
+        xb_buf = np.empty((batch_size, *x.shape[1:]), np.float32)
+        yb_buf = np.empty((batch_size, *y.shape[1:]), y.dtype)
+        cbs.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            order = rng.permutation(n) if shuffle else np.arange(n)
+            bar = _progress(verbose, steps, epoch, epochs)
+            seen, loss_sum, correct, t0 = 0, 0.0, 0.0, time.perf_counter()
+            for step in range(steps):
+                idx = order[step * batch_size : (step + 1) * batch_size]
+                xb = np.take(x, idx, axis=0, out=xb_buf[: len(idx)])
+                yb = np.take(y, idx, axis=0, out=yb_buf[: len(idx)])
+                value, out = self._step(xb, yb, loss, optimizer)
+                if not np.isfinite(value):
+                    if bar is not None:
+                        bar.close()
+                    raise FloatingPointError(f"loss became {value} at epoch {epoch + 1}, step "
+                                             f"{step + 1} (of {steps}); lower the learning rate or "
+                                             f"check the data for NaN/inf")
+                seen += len(idx)
+                loss_sum += value * len(idx)
+                correct += loss.accuracy(out, yb) * len(idx)
+                if bar is not None:
+                    rate = seen / max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
+                                    samples_s=f"{rate:,.0f}", refresh=False)
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
+            logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
+            if validation_data is not None:
+                v = self.evaluate(*validation_data, loss=loss, batch_size=max(batch_size, 256))
+                logs.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
+            history.append(epoch, logs)
+            if verbose:
+                took = time.perf_counter() - t0
+                line = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+                print(f"Epoch {epoch + 1}/{epochs} - {took:.1f}s - {n / took:,.0f} samples/s - {line}",
+                      file=sys.stdout, flush=True)
+            self.fit_rng_state = rng.bit_generator.state
+            cbs.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        cbs.on_train_end()
+        return history
+
+
+def _progress(verbose, steps, epoch, epochs):
+    if not verbose or verbose > 1:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="step", leave=False,
+                disable=None, dynamic_ncols=True)
