@@ -1,4 +1,4 @@
-"""The `fastnn` command line: `fastnn info` (and `python -m fastnn info`)."""
+"""The `fastnn` command line (also `python -m fastnn`): `train`, `info`."""
 
 from __future__ import annotations
 
@@ -43,11 +43,128 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_dataset(name: str):
+    from fastnn import datasets
+
+    if name == "mnist-small":
+        return datasets.mnist_small()
+    if name == "mnist":
+        return datasets.mnist()
+    return datasets.load_npz_dataset(name)
+
+
+def _plot(history: dict, path: str) -> bool:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        print("note: matplotlib is not installed (pip install 'fastnn[plot]'); no curves.png written")
+        return False
+    fig = Figure(figsize=(10, 4))
+    for ax, key in zip(fig.subplots(1, 2), ("loss", "accuracy")):
+        epochs = range(1, len(history[key]) + 1)
+        ax.plot(epochs, history[key], "o-", label="train")
+        if "val_" + key in history:
+            ax.plot(epochs, history["val_" + key], "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    import fastnn
+    from fastnn import backend, recipes
+    from fastnn.losses import SoftmaxCrossEntropy
+    from fastnn.schedules import CosineDecay
+
+    if args.backend:
+        backend.use(args.backend)
+    if args.threads:
+        backend.set_num_threads(args.threads)
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        probe = os.path.join(args.out, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.unlink(probe)
+    except OSError as exc:
+        print(f"fastnn train: error: --out: cannot write to {args.out!r}: {exc.strerror}",
+              file=sys.stderr)
+        return 2
+    (x_train, y_train), (x_test, y_test) = _load_dataset(args.dataset)
+    model = recipes.MODELS[args.model](seed=args.seed)
+    print(model.summary())
+    steps = args.epochs * -(-int(len(x_train) * (1 - args.validation_split)) // args.batch_size)
+    lr = args.lr if args.lr is not None else recipes.DEFAULT_LR[args.optimizer]
+    schedule = CosineDecay(lr, total_steps=max(1, steps), warmup_steps=min(100, steps // 10))
+    optimizer = recipes.OPTIMIZERS[args.optimizer](model.parameters(), schedule, args.weight_decay)
+    loss = SoftmaxCrossEntropy()
+    print(f"training {args.model} on {args.dataset}: {len(x_train)} samples, {args.epochs} epochs, "
+          f"batch {args.batch_size}, {args.optimizer} lr {lr} (cosine), backend "
+          f"{backend.current()}, {backend.get_num_threads()} threads")
+    t0 = time.perf_counter()
+    history = model.fit(x_train, y_train, loss=loss, optimizer=optimizer, epochs=args.epochs,
+                        batch_size=args.batch_size, validation_split=args.validation_split,
+                        seed=args.seed, verbose=args.verbose)
+    train_time = time.perf_counter() - t0
+    test = model.evaluate(x_test, y_test, loss=loss)
+    print(f"test loss {test['loss']:.4f}, test accuracy {test['accuracy']:.4f} "
+          f"({train_time:.1f} s training)")
+    model_path = os.path.join(args.out, "model.npz")
+    fastnn.save(model, model_path, optimizer=optimizer)
+    with open(os.path.join(args.out, "history.json"), "w") as f:
+        json.dump(history.history, f, indent=1)
+    metrics = {"test_loss": test["loss"], "test_accuracy": test["accuracy"],
+               "train_seconds": train_time, "model": args.model, "dataset": args.dataset,
+               "epochs": args.epochs, "backend": backend.current(),
+               "threads": backend.get_num_threads()}
+    with open(os.path.join(args.out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=1)
+    wrote = ["model.npz", "history.json", "metrics.json"]
+    if _plot(history.history, os.path.join(args.out, "curves.png")):
+        wrote.append("curves.png")
+    print(f"wrote {', '.join(wrote)} to {args.out}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastnn", description="Fast, readable neural networks on the CPU.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("info", help="version, backends, threads, BLAS and the Numba cache")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train a model (default: a small CNN on the bundled MNIST subset)")
+    p.add_argument("--model", choices=["mlp", "cnn"], default="cnn")
+    p.add_argument("--dataset", default="mnist-small",
+                   help="mnist-small (bundled, offline), mnist (full; see README for where it is "
+                        "looked for) or PATH.npz in the same layout (default: mnist-small)")
+    p.add_argument("--epochs", type=_positive, default=3)
+    p.add_argument("--batch-size", type=_positive, default=64)
+    p.add_argument("--optimizer", choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"],
+                   default="adam")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (cosine decay)")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--validation-split", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=["auto", "numpy", "numba", "cython"], default=None)
+    p.add_argument("--threads", type=_positive, default=None)
+    p.add_argument("--out", default=os.path.join("runs", "latest"),
+                   help="directory for model.npz, history.json, metrics.json, curves.png")
+    p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
+    p.set_defaults(func=cmd_train)
     return parser
 
 

@@ -1,0 +1,400 @@
+"""Convolution for the Cython backend: the im2col / col2im layout transforms and the passes around
+the GEMMs (the GEMMs themselves run in NumPy/BLAS with the GIL held; everything else without it)."""
+
+include "_parallel.pxi"
+
+import numpy as np
+from libc.string cimport memset
+
+cdef enum:
+    _T = 16     # transpose tile (16 floats: one 64-byte line)
+    _PB = 64    # output pixels per task in the forward transpose
+
+
+cdef inline int _out_size(int size, int k, int stride, int pad) noexcept nogil:
+    return (size + 2 * pad - k) // stride + 1
+
+
+cdef inline int _clamp(int v, int lo, int hi) noexcept nogil:
+    return lo if v < lo else (hi if v > hi else v)
+
+
+cdef inline void _copy_small(float* d, const float* s, int kw) noexcept nogil:
+    # d[0:kw] = s[0:kw], unrolled for the usual widths (kw is a constant after _im2col_task_k).
+    cdef int j
+    if kw == 3:
+        d[0] = s[0]; d[1] = s[1]; d[2] = s[2]
+    elif kw == 5:
+        d[0] = s[0]; d[1] = s[1]; d[2] = s[2]; d[3] = s[3]; d[4] = s[4]
+    elif kw == 2:
+        d[0] = s[0]; d[1] = s[1]
+    elif kw == 1:
+        d[0] = s[0]
+    else:
+        for j in range(kw):
+            d[j] = s[j]
+
+
+cdef inline void _add_small(float* d, const float* s, int kw) noexcept nogil:
+    # d[0:kw] += s[0:kw], in ascending j.
+    cdef int j
+    if kw == 3:
+        d[0] += s[0]; d[1] += s[1]; d[2] += s[2]
+    elif kw == 5:
+        d[0] += s[0]; d[1] += s[1]; d[2] += s[2]; d[3] += s[3]; d[4] += s[4]
+    elif kw == 2:
+        d[0] += s[0]; d[1] += s[1]
+    elif kw == 1:
+        d[0] += s[0]
+    else:
+        for j in range(kw):
+            d[j] += s[j]
+
+
+# ---------------------------------------------------------------------------------------------
+# im2col: one task per (n, oh) fills the OW rows of cols for that output row.
+
+cdef inline void _im2col_task(const float* x, int C, int H, int W, int kh, int kw, int stride,
+                              int pad, int OH, int OW, Py_ssize_t t, float* cols) noexcept nogil:
+    cdef Py_ssize_t n = t // OH, K = <Py_ssize_t>C * kh * kw, o
+    cdef int oh = <int>(t % OH), ow, c, i, j, iw0, jlo, jhi
+    cdef int ih0 = oh * stride - pad
+    cdef int ilo = _clamp(-ih0, 0, kh), ihi = _clamp(H - ih0, ilo, kh)
+    cdef const float* xn = x + n * C * H * W
+    cdef float* d = cols + t * OW * K
+    for ow in range(OW):
+        iw0 = ow * stride - pad
+        jlo = _clamp(-iw0, 0, kw)
+        jhi = _clamp(W - iw0, jlo, kw)
+        for c in range(C):
+            if ilo > 0:
+                memset(d, 0, ilo * kw * sizeof(float))
+                d += ilo * kw
+            o = (<Py_ssize_t>c * H + ih0 + ilo) * W + iw0  # x offset of (c, ih0 + ilo, iw0)
+            if jlo == 0 and jhi == kw:  # the window row lies inside the image
+                for i in range(ilo, ihi):
+                    _copy_small(d, xn + o, kw)
+                    o += W
+                    d += kw
+            else:
+                for i in range(ilo, ihi):
+                    for j in range(jlo):
+                        d[j] = 0
+                    for j in range(jlo, jhi):
+                        d[j] = xn[o + j]
+                    for j in range(jhi, kw):
+                        d[j] = 0
+                    o += W
+                    d += kw
+            if ihi < kh:
+                memset(d, 0, (kh - ihi) * kw * sizeof(float))
+                d += (kh - ihi) * kw
+
+
+cdef inline void _im2col_task_k(const float* x, int C, int H, int W, int kh, int kw, int stride,
+                                int pad, int OH, int OW, Py_ssize_t t, float* cols) noexcept nogil:
+    # Constant kernel sizes for the common cases, so the compiler unrolls the inner copies.
+    if kh == 3 and kw == 3:
+        _im2col_task(x, C, H, W, 3, 3, stride, pad, OH, OW, t, cols)
+    elif kh == 5 and kw == 5:
+        _im2col_task(x, C, H, W, 5, 5, stride, pad, OH, OW, t, cols)
+    elif kh == 1 and kw == 1:
+        _im2col_task(x, C, H, W, 1, 1, stride, pad, OH, OW, t, cols)
+    elif kh == 2 and kw == 2:
+        _im2col_task(x, C, H, W, 2, 2, stride, pad, OH, OW, t, cols)
+    else:
+        _im2col_task(x, C, H, W, kh, kw, stride, pad, OH, OW, t, cols)
+
+
+cdef void _im2col(const float* x, int N, int C, int H, int W, int kh, int kw, int stride, int pad,
+                  float* cols) noexcept nogil:
+    cdef int OH = _out_size(H, kh, stride, pad), OW = _out_size(W, kw, stride, pad)
+    cdef Py_ssize_t t, ntasks = <Py_ssize_t>N * OH
+    if kh == 1 and kw == 1 and stride == 1 and pad == 0:
+        _planes_to_rows_plain(x, N, C, <Py_ssize_t>H * W, cols)
+        return
+    if ntasks * OW * C * kh * kw >= PARALLEL_MIN_WORK and _nthreads > 1:
+        for t in prange(ntasks, schedule="static", num_threads=_nthreads):
+            _im2col_task_k(x, C, H, W, kh, kw, stride, pad, OH, OW, t, cols)
+    else:
+        for t in range(ntasks):
+            _im2col_task_k(x, C, H, W, kh, kw, stride, pad, OH, OW, t, cols)
+
+
+# ---------------------------------------------------------------------------------------------
+# col2im: a task owns the planes dx[n, c0:c1] (no two tasks write one element). Every element sums
+# its contributions in ascending row order, whatever the split, so the bits never depend on it.
+
+cdef inline void _col2im_task(const float* cols, int C, int H, int W, int kh, int kw, int stride,
+                              int pad, int OH, int OW, int nblk, int cb, Py_ssize_t t,
+                              float* dx) noexcept nogil:
+    cdef Py_ssize_t n = t // nblk, K = <Py_ssize_t>C * kh * kw, HW = <Py_ssize_t>H * W, o
+    cdef int c0 = <int>(t % nblk) * cb, c1 = c0 + cb
+    cdef int oh, ow, c, i, j, ih0, iw0, ilo, ihi, jlo, jhi
+    cdef const float* s
+    cdef float* dxn = dx + n * C * HW
+    if c1 > C:
+        c1 = C
+    if c0 >= c1:
+        return
+    memset(dxn + c0 * HW, 0, (c1 - c0) * HW * sizeof(float))
+    for oh in range(OH):
+        ih0 = oh * stride - pad
+        ilo = _clamp(-ih0, 0, kh)
+        ihi = _clamp(H - ih0, ilo, kh)
+        for ow in range(OW):
+            iw0 = ow * stride - pad
+            jlo = _clamp(-iw0, 0, kw)
+            jhi = _clamp(W - iw0, jlo, kw)
+            s = cols + ((n * OH + oh) * OW + ow) * K + c0 * kh * kw
+            for c in range(c0, c1):
+                o = (<Py_ssize_t>c * H + ih0 + ilo) * W + iw0  # dx offset of (c, ih0 + ilo, iw0)
+                if jlo == 0 and jhi == kw:
+                    for i in range(ilo, ihi):
+                        _add_small(dxn + o, s + i * kw, kw)
+                        o += W
+                else:
+                    for i in range(ilo, ihi):
+                        for j in range(jlo, jhi):
+                            dxn[o + j] += s[i * kw + j]
+                        o += W
+                s += kh * kw
+
+
+cdef inline void _col2im_task_k(const float* cols, int C, int H, int W, int kh, int kw,
+                                int stride, int pad, int OH, int OW, int nblk, int cb, Py_ssize_t t,
+                                float* dx) noexcept nogil:
+    if kh == 3 and kw == 3:
+        _col2im_task(cols, C, H, W, 3, 3, stride, pad, OH, OW, nblk, cb, t, dx)
+    elif kh == 5 and kw == 5:
+        _col2im_task(cols, C, H, W, 5, 5, stride, pad, OH, OW, nblk, cb, t, dx)
+    elif kh == 1 and kw == 1:
+        _col2im_task(cols, C, H, W, 1, 1, stride, pad, OH, OW, nblk, cb, t, dx)
+    elif kh == 2 and kw == 2:
+        _col2im_task(cols, C, H, W, 2, 2, stride, pad, OH, OW, nblk, cb, t, dx)
+    else:
+        _col2im_task(cols, C, H, W, kh, kw, stride, pad, OH, OW, nblk, cb, t, dx)
+
+
+cdef void _col2im(const float* cols, int N, int C, int H, int W, int kh, int kw, int stride,
+                  int pad, float* dx) noexcept nogil:
+    cdef int OH = _out_size(H, kh, stride, pad), OW = _out_size(W, kw, stride, pad)
+    cdef int nblk = 1, cb = C
+    cdef Py_ssize_t t
+    if kh == 1 and kw == 1 and stride == 1 and pad == 0:
+        _rows_to_planes(cols, NULL, N, C, <Py_ssize_t>H * W, dx)
+        return
+    if <Py_ssize_t>N * OH * OW * C * kh * kw >= PARALLEL_MIN_WORK and _nthreads > 1:
+        if N < 4 * _nthreads:  # few images: split channels too, so every thread gets work
+            nblk = _clamp((4 * _nthreads + N - 1) // N, 1, C)
+            cb = (C + nblk - 1) // nblk
+            nblk = (C + cb - 1) // cb
+        for t in prange(<Py_ssize_t>N * nblk, schedule="static", num_threads=_nthreads):
+            _col2im_task_k(cols, C, H, W, kh, kw, stride, pad, OH, OW, nblk, cb, t, dx)
+    else:
+        for t in range(N):
+            _col2im_task_k(cols, C, H, W, kh, kw, stride, pad, OH, OW, 1, C, t, dx)
+
+
+# ---------------------------------------------------------------------------------------------
+# The (N*P, F) <-> (N, F, P) transposes, in 16 x 16 tiles (_T). Constant trip counts for full tiles
+# let gcc unroll and vectorise them.
+
+cdef inline void _tile_t(const float* src, Py_ssize_t lds, float* dst, Py_ssize_t ldd, int rows,
+                         int cols) noexcept nogil:
+    # dst[c, r] = src[r, c] for r < rows, c < cols.
+    cdef int r, c
+    if rows == _T and cols == _T:
+        for c in range(_T):
+            for r in range(_T):
+                dst[c * ldd + r] = src[r * lds + c]
+    else:
+        for c in range(cols):
+            for r in range(rows):
+                dst[c * ldd + r] = src[r * lds + c]
+
+
+cdef inline void _tile_t_bias(const float* src, Py_ssize_t lds, const float* b, float* dst,
+                              Py_ssize_t ldd, int rows, int cols) noexcept nogil:
+    # dst[c, r] = src[r, c] + b[c] for r < rows, c < cols (b NULL: + 0, as col2im's 0 + v).
+    cdef int r, c
+    cdef float bc = 0
+    if rows == _T and cols == _T:
+        for c in range(_T):
+            if b != NULL:
+                bc = b[c]
+            for r in range(_T):
+                dst[c * ldd + r] = src[r * lds + c] + bc
+    else:
+        for c in range(cols):
+            if b != NULL:
+                bc = b[c]
+            for r in range(rows):
+                dst[c * ldd + r] = src[r * lds + c] + bc
+
+
+# Forward epilogue: y[n, f, p] = tmp[n*P + p, f] + b[f]; a task is (n, block of _PB pixels).
+# Also col2im of a 1x1, stride-1, unpadded kernel (b = NULL).
+
+cdef inline void _rows_to_planes_task(const float* tmp, const float* b, int F, Py_ssize_t P,
+                                      Py_ssize_t nblk, Py_ssize_t t, float* y) noexcept nogil:
+    cdef Py_ssize_t n = t // nblk, p0 = (t % nblk) * _PB, p1 = p0 + _PB, p
+    cdef int f, tp, tf
+    cdef const float* src = tmp + n * P * F
+    cdef float* dst = y + n * F * P
+    if p1 > P:
+        p1 = P
+    for tp in range(<int>((p1 - p0 + _T - 1) // _T)):
+        p = p0 + tp * _T
+        for tf in range((F + _T - 1) // _T):
+            f = tf * _T
+            _tile_t_bias(src + p * F + f, F, b + f if b != NULL else NULL, dst + f * P + p, P,
+                         <int>(p1 - p if p1 - p < _T else _T), F - f if F - f < _T else _T)
+
+
+cdef void _rows_to_planes(const float* tmp, const float* b, int N, int F, Py_ssize_t P,
+                          float* y) noexcept nogil:
+    cdef Py_ssize_t t, nblk = (P + _PB - 1) // _PB
+    if <Py_ssize_t>N * F * P >= PARALLEL_MIN_WORK and _nthreads > 1:
+        for t in prange(N * nblk, schedule="static", num_threads=_nthreads):
+            _rows_to_planes_task(tmp, b, F, P, nblk, t, y)
+    else:
+        for t in range(N * nblk):
+            _rows_to_planes_task(tmp, b, F, P, nblk, t, y)
+
+
+# Backward prologue: dyt[n*P + p, f] = dy[n, f, p] and db[f] = sum over (n, p), in one pass.
+# A task owns channels f0:f0+_T and sums each over every (n, p) in a fixed order: _T double lanes
+# (lane = p % _T), added up lane by lane at the end, so the bits never depend on the threads.
+
+cdef inline void _planes_to_rows_task(const float* dy, int N, int F, Py_ssize_t P, int t,
+                                      float* dyt, float* db) noexcept nogil:
+    cdef int f0 = t * _T, nf = F - f0 if F - f0 < _T else _T, f, n, k, pe
+    cdef double acc[_T][_T]
+    cdef double s
+    cdef Py_ssize_t p, tp
+    cdef const float* src
+    memset(&acc[0][0], 0, sizeof(acc))
+    for n in range(N):
+        for tp in range((P + _T - 1) // _T):
+            p = tp * _T
+            pe = <int>(P - p) if P - p < _T else _T
+            src = dy + (<Py_ssize_t>n * F + f0) * P + p
+            if pe == _T:
+                for f in range(nf):
+                    for k in range(_T):
+                        acc[f][k] += src[f * P + k]
+            else:
+                for f in range(nf):
+                    for k in range(pe):
+                        acc[f][k] += src[f * P + k]
+            _tile_t(src, P, dyt + (<Py_ssize_t>n * P + p) * F + f0, F, nf, pe)
+    for f in range(nf):
+        s = 0
+        for k in range(_T):
+            s += acc[f][k]
+        db[f0 + f] = <float>s
+
+
+cdef void _planes_to_rows(const float* dy, int N, int F, Py_ssize_t P, float* dyt,
+                          float* db) noexcept nogil:
+    cdef int t, ntasks = (F + _T - 1) // _T
+    if <Py_ssize_t>N * F * P >= PARALLEL_MIN_WORK and _nthreads > 1 and ntasks > 1:
+        for t in prange(ntasks, schedule="static", num_threads=_nthreads):
+            _planes_to_rows_task(dy, N, F, P, t, dyt, db)
+    else:
+        for t in range(ntasks):
+            _planes_to_rows_task(dy, N, F, P, t, dyt, db)
+
+
+# im2col of a 1x1, stride-1, unpadded kernel is a plain transpose: cols[n*P + p, c] = x[n, c, p].
+
+cdef inline void _planes_to_rows_plain_task(const float* x, int C, Py_ssize_t P, Py_ssize_t nblk,
+                                            Py_ssize_t t, float* cols) noexcept nogil:
+    cdef Py_ssize_t n = t // nblk, p0 = (t % nblk) * _PB, p1 = p0 + _PB, p
+    cdef int c, tp, tc
+    if p1 > P:
+        p1 = P
+    for tp in range(<int>((p1 - p0 + _T - 1) // _T)):
+        p = p0 + tp * _T
+        for tc in range((C + _T - 1) // _T):
+            c = tc * _T
+            _tile_t(x + (n * C + c) * P + p, P, cols + (n * P + p) * C + c, C,
+                    C - c if C - c < _T else _T, <int>(p1 - p if p1 - p < _T else _T))
+
+
+cdef void _planes_to_rows_plain(const float* x, int N, int C, Py_ssize_t P,
+                                float* cols) noexcept nogil:
+    cdef Py_ssize_t t, nblk = (P + _PB - 1) // _PB
+    if <Py_ssize_t>N * C * P >= PARALLEL_MIN_WORK and _nthreads > 1:
+        for t in prange(N * nblk, schedule="static", num_threads=_nthreads):
+            _planes_to_rows_plain_task(x, C, P, nblk, t, cols)
+    else:
+        for t in range(N * nblk):
+            _planes_to_rows_plain_task(x, C, P, nblk, t, cols)
+
+
+# ---------------------------------------------------------------------------------------------
+# Python-level entry points (reference signatures; destination passing).
+
+def im2col(const float[:, :, :, ::1] x, int kh, int kw, int stride, int pad, float[:, ::1] cols):
+    """cols (N*OH*OW, C*kh*kw): rows (n, oh, ow), columns (c, i, j); zero outside the image."""
+    if cols.shape[0] == 0 or cols.shape[1] == 0:
+        return
+    with nogil:
+        _im2col(&x[0, 0, 0, 0], <int>x.shape[0], <int>x.shape[1], <int>x.shape[2],
+                <int>x.shape[3], kh, kw, stride, pad, &cols[0, 0])
+
+
+def col2im(const float[:, ::1] cols, int kh, int kw, int stride, int pad, float[:, :, :, ::1] dx):
+    """The adjoint of im2col: dx (N, C, H, W) = every column entry summed back at its pixel."""
+    if dx.shape[0] == 0 or dx.shape[1] == 0 or dx.shape[2] == 0 or dx.shape[3] == 0:
+        return
+    if cols.shape[0] == 0:
+        dx[...] = 0
+        return
+    with nogil:
+        _col2im(&cols[0, 0], <int>dx.shape[0], <int>dx.shape[1], <int>dx.shape[2],
+                <int>dx.shape[3], kh, kw, stride, pad, &dx[0, 0, 0, 0])
+
+
+def conv2d_forward(x, W, b, int stride, int pad, y, cols, tmp):
+    """cols = im2col(x); tmp = cols @ W.reshape(F, -1).T (BLAS); y = tmp transposed to NCHW + b."""
+    cdef const float[:, :, :, ::1] xv = x
+    cdef const float[::1] bv = b
+    cdef float[:, :, :, ::1] yv = y
+    cdef float[:, ::1] colsv = cols
+    cdef float[:, ::1] tmpv = tmp
+    cdef int N = <int>yv.shape[0], F = <int>yv.shape[1], kh = W.shape[2], kw = W.shape[3]
+    cdef Py_ssize_t P = yv.shape[2] * yv.shape[3]
+    if N == 0 or F == 0 or P == 0:
+        return
+    with nogil:
+        _im2col(&xv[0, 0, 0, 0], N, <int>xv.shape[1], <int>xv.shape[2], <int>xv.shape[3],
+                kh, kw, stride, pad, &colsv[0, 0])
+    np.matmul(cols, W.reshape(F, -1).T, out=tmp)
+    with nogil:
+        _rows_to_planes(&tmpv[0, 0], &bv[0], N, F, P, &yv[0, 0, 0, 0])
+
+
+def conv2d_backward(dy, cols, W, int stride, int pad, dx, dW, db, dyt, dcols):
+    """dyt = dy as (N*OH*OW, F) with db fused; dW = dyt.T @ cols; dcols = dyt @ W2; dx = col2im."""
+    cdef const float[:, :, :, ::1] dyv = dy
+    cdef float[:, :, :, ::1] dxv = dx
+    cdef float[::1] dbv = db
+    cdef float[:, ::1] dytv = dyt
+    cdef float[:, ::1] dcolsv = dcols
+    cdef int N = <int>dyv.shape[0], F = <int>dyv.shape[1], kh = W.shape[2], kw = W.shape[3]
+    cdef Py_ssize_t P = dyv.shape[2] * dyv.shape[3]
+    if N == 0 or F == 0 or P == 0:  # no output: every gradient is zero
+        dW[...] = 0
+        db[...] = 0
+        dx[...] = 0
+        return
+    with nogil:
+        _planes_to_rows(&dyv[0, 0, 0, 0], N, F, P, &dytv[0, 0], &dbv[0])
+    np.matmul(dyt.T, cols, out=dW.reshape(F, -1))
+    np.matmul(dyt, W.reshape(F, -1), out=dcols)
+    with nogil:
+        _col2im(&dcolsv[0, 0], N, <int>dxv.shape[1], <int>dxv.shape[2], <int>dxv.shape[3],
+                kh, kw, stride, pad, &dxv[0, 0, 0, 0])
