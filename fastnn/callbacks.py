@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 
+from .kernels._check import finite_float, positive_int
+
 
 
 class Callback:
@@ -46,10 +48,9 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 2, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = True) -> None:
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"mode: expected 'auto', 'min' or 'max', got {mode!r}")
-        self.monitor, self.patience, self.min_delta = monitor, patience, abs(min_delta)
-        self.mode = mode if mode != "auto" else ("max" if "acc" in monitor else "min")
+        self.patience = positive_int("patience", patience, minimum=0)
+        self.min_delta = abs(finite_float("min_delta", min_delta))
+        self.monitor, self.mode = monitor, _mode(mode, monitor)
         self.restore_best_weights = restore_best_weights
 
     def on_train_begin(self):
@@ -57,16 +58,9 @@ class EarlyStopping(Callback):
         self.best_weights, self.best_state, self.wait = None, None, 0
         self.stopped_epoch = None
 
-    def _better(self, value):
-        if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
-
     def on_epoch_end(self, epoch, logs):
-        if self.monitor not in logs:
-            raise ValueError(f"monitor: expected one of {sorted(logs)}, got {self.monitor!r}")
-        value = logs[self.monitor]
-        if self._better(value):
+        value = _monitored(self.monitor, logs)
+        if _improves(value, self.best, self.mode, self.min_delta):
             self.best, self.wait = value, 0
             if self.restore_best_weights:
                 self.best_weights = self.model.parameters().data.copy()
@@ -85,6 +79,22 @@ class EarlyStopping(Callback):
                     layer.state[k][...] = a
 
 
+def _mode(mode: str, monitor: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode: expected 'auto', 'min' or 'max', got {mode!r}")
+    return mode if mode != "auto" else ("max" if "acc" in monitor else "min")
+
+
+def _monitored(monitor: str, logs: dict) -> float:
+    if monitor not in logs:
+        raise ValueError(f"monitor: expected one of {sorted(logs)}, got {monitor!r}")
+    return logs[monitor]
+
+
+def _improves(value, best, mode, min_delta=0.0) -> bool:
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
 def _copy_states(model):
     return [{k: a.copy() for k, a in layer.state.items()} for layer in model.layers]
 
@@ -95,16 +105,17 @@ class ModelCheckpoint(Callback):
     "ckpt-{epoch:02d}-{val_loss:.3f}.npz"; save_best_only keeps only improvements of `monitor`."""
 
     def __init__(self, path: str, save_best_only: bool = False, monitor: str = "val_loss",
-                 save_optimizer: bool = True) -> None:
+                 mode: str = "auto", save_optimizer: bool = True) -> None:
         self.path, self.save_best_only, self.monitor = str(path), save_best_only, monitor
+        self.mode = _mode(mode, monitor)
         self.save_optimizer = save_optimizer
-        self.best = math.inf
+        self.best = math.inf if self.mode == "min" else -math.inf
         self.saved: list[str] = []
 
     def on_epoch_end(self, epoch, logs):
         if self.save_best_only:
-            value = logs.get(self.monitor, math.inf)
-            if not value < self.best:
+            value = _monitored(self.monitor, logs)
+            if not _improves(value, self.best, self.mode):
                 return
             self.best = value
         path = self.path.format(epoch=epoch + 1, **logs)

@@ -97,21 +97,36 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"fastnn train: error: --out: cannot write to {args.out!r}: {exc.strerror}",
               file=sys.stderr)
         return 2
-    (x_train, y_train), (x_test, y_test) = _load_dataset(args.dataset)
+    try:
+        (x_train, y_train), (x_test, y_test) = _load_dataset(args.dataset)
+    except (OSError, ValueError) as exc:
+        print(f"fastnn train: error: --dataset: {exc}", file=sys.stderr)
+        return 2
     model = recipes.MODELS[args.model](seed=args.seed)
     print(model.summary())
     steps = args.epochs * -(-int(len(x_train) * (1 - args.validation_split)) // args.batch_size)
-    lr = args.lr if args.lr is not None else recipes.DEFAULT_LR[args.optimizer]
+    lr = args.lr if args.lr is not None else recipes.default_lr(args.model, args.optimizer)
     schedule = CosineDecay(lr, total_steps=max(1, steps), warmup_steps=min(100, steps // 10))
     optimizer = recipes.OPTIMIZERS[args.optimizer](model.parameters(), schedule, args.weight_decay)
     loss = SoftmaxCrossEntropy()
+    augment = None
+    if args.augment == "shift":
+        from fastnn.datasets import random_shift
+
+        def augment(xb, rng):
+            return random_shift(xb, rng, max_shift=2)
+
+    # Without a split, the validation curves are measured on the test set (monitoring only:
+    # nothing is selected or stopped on it).
+    validation = None if args.validation_split else (x_test, y_test)
     print(f"training {args.model} on {args.dataset}: {len(x_train)} samples, {args.epochs} epochs, "
-          f"batch {args.batch_size}, {args.optimizer} lr {lr} (cosine), backend "
-          f"{backend.current()}, {backend.get_num_threads()} threads")
+          f"batch {args.batch_size}, {args.optimizer} lr {lr} (cosine), augment {args.augment}, "
+          f"backend {backend.current()}, {backend.get_num_threads()} threads")
     t0 = time.perf_counter()
     history = model.fit(x_train, y_train, loss=loss, optimizer=optimizer, epochs=args.epochs,
-                        batch_size=args.batch_size, validation_split=args.validation_split,
-                        seed=args.seed, verbose=args.verbose)
+                        batch_size=args.batch_size, validation_data=validation,
+                        validation_split=args.validation_split, seed=args.seed,
+                        verbose=args.verbose, augment=augment)
     train_time = time.perf_counter() - t0
     test = model.evaluate(x_test, y_test, loss=loss)
     print(f"test loss {test['loss']:.4f}, test accuracy {test['accuracy']:.4f} "
@@ -134,9 +149,29 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _positive(text: str) -> int:
-    v = int(text)
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return v
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    v = _non_negative_float(text)
+    if v >= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text}")
     return v
 
 
@@ -155,9 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=64)
     p.add_argument("--optimizer", choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"],
                    default="adam")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (cosine decay)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--validation-split", type=float, default=0.1)
+    p.add_argument("--lr", type=_non_negative_float, default=None,
+                   help="peak learning rate of the cosine schedule (default per optimizer)")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
+    p.add_argument("--validation-split", type=_fraction, default=0.0,
+                   help="hold out this fraction of the training set for validation (default 0: "
+                        "the validation curves are measured on the test set)")
+    p.add_argument("--augment", choices=["none", "shift"], default="none",
+                   help="training-batch augmentation: shift = random translations of up to 2 "
+                        "pixels (default: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", choices=["auto", "numpy", "numba", "cython"], default=None)
     p.add_argument("--threads", type=_positive, default=None)

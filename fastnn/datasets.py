@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["DatasetNotFoundError", "mnist", "mnist_small", "load_npz_dataset",
-           "batches", "split", "one_hot", "cache_dir"]
+           "batches", "split", "one_hot", "random_shift", "cache_dir"]
 
 Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 PathArg = str | os.PathLike[str]
@@ -190,6 +190,22 @@ def split(x: np.ndarray, y: np.ndarray, ratios: Sequence[float] = (0.8, 0.2),
         raise ValueError(f"split: ratios: expected every part to get samples, but {n} samples "
                          f"cut in ratios {tuple(r.tolist())} give sizes {sizes}")
     return tuple((x[i], y[i]) for i in indices)
+
+
+def random_shift(x: np.ndarray, rng: np.random.Generator, max_shift: int = 2) -> np.ndarray:
+    """Light augmentation for a batch of images (N, C, H, W): each image translated by a random
+    whole number of pixels in [-max_shift, max_shift] along each axis, zero filled."""
+    if x.ndim != 4:
+        raise ValueError(f"x: expected a batch of images (N, C, H, W), got shape {x.shape}")
+    n, _, h, w = x.shape
+    s = int(max_shift)
+    padded = np.pad(x, ((0, 0), (0, 0), (s, s), (s, s)))
+    dy = rng.integers(0, 2 * s + 1, n)
+    dx = rng.integers(0, 2 * s + 1, n)
+    rows = dy[:, None] + np.arange(h)  # (n, h)
+    cols = dx[:, None] + np.arange(w)  # (n, w)
+    return padded[np.arange(n)[:, None, None, None], np.arange(x.shape[1])[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def one_hot(labels: np.ndarray | Sequence[int], num_classes: int | None = None) -> np.ndarray:

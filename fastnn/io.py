@@ -22,8 +22,10 @@ class ModelFileError(ValueError):
     """A model file that is unreadable, truncated, tampered with or not a fastnn model."""
 
 
-def _digest(arrays: dict[str, np.ndarray]) -> str:
+def _digest(arrays: dict[str, np.ndarray], header: dict) -> str:
+    """SHA-256 over the architecture header (without the digest itself) and every array."""
     h = hashlib.sha256()
+    h.update(json.dumps({k: v for k, v in header.items() if k != "sha256"}, sort_keys=True).encode())
     for key in sorted(arrays):
         a = np.ascontiguousarray(arrays[key])
         h.update(key.encode())
@@ -64,13 +66,16 @@ def save(model, path, optimizer=None, extra: dict | None = None) -> str:
         for k, a in sd.items():
             if k.startswith("state."):
                 arrays[f"optim.{k}"] = a
-    header["sha256"] = _digest(arrays)
+    header["sha256"] = _digest(arrays, header)
     arrays[HEADER] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
     except OSError as exc:
         raise OSError(f"path: cannot write a model file in {directory!r}: {exc.strerror}") from exc
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a saved model gets the usual mode
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -97,7 +102,11 @@ def _read(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"path: no model file at {path!r}")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ModelFileError(f"{path}: not a fastnn model file (a single .npy array, not an "
+                                 f".npz archive)")
+        with z:
             if HEADER not in z.files:
                 raise ModelFileError(f"{path}: not a fastnn model file (no {HEADER} entry; "
                                      f"entries: {z.files[:5]})")
@@ -117,10 +126,16 @@ def _read(path):
                              if isinstance(header, dict) else f"{path}: malformed header")
     if header.get("version") != VERSION:
         raise ModelFileError(f"{path}: expected format version {VERSION}, got {header.get('version')!r}")
-    if _digest(arrays) != header.get("sha256"):
-        raise ModelFileError(f"{path}: checksum mismatch: the weights were changed or damaged "
-                             f"after saving (expected sha256 {header.get('sha256')}, got "
-                             f"{_digest(arrays)})")
+    digest = _digest(arrays, header)
+    if digest != header.get("sha256"):
+        raise ModelFileError(f"{path}: checksum mismatch: the architecture or weights were changed "
+                             f"or damaged after saving (expected sha256 {header.get('sha256')}, "
+                             f"got {digest})")
+    layers, shape = header.get("layers"), header.get("input_shape")
+    if not isinstance(layers, list):
+        raise ModelFileError(f"{path}: 'layers' must be a list, got {type(layers).__name__}")
+    if shape is not None and not (isinstance(shape, list) and all(isinstance(s, int) for s in shape)):
+        raise ModelFileError(f"{path}: 'input_shape' must be a list of ints or null, got {shape!r}")
     return path, header, arrays
 
 
@@ -142,7 +157,10 @@ def _build(path, header, arrays):
         except (TypeError, ValueError) as exc:
             raise ModelFileError(f"{path}: layer {i} ({kind}): bad config {config}: {exc}") from exc
         if "rng_state" in entry and hasattr(layer, "rng"):
-            layer.rng.bit_generator.state = entry["rng_state"]
+            try:
+                layer.rng.bit_generator.state = entry["rng_state"]
+            except (TypeError, ValueError, KeyError) as exc:
+                raise ModelFileError(f"{path}: layer {i} ({kind}): bad rng_state: {exc}") from exc
         layers.append(layer)
     if not layers:
         raise ModelFileError(f"{path}: the file describes no layers")
@@ -180,11 +198,15 @@ def load_checkpoint(path):
         cls = OPTIMIZER_TYPES.get(opt_header.get("type"))
         if cls is None:
             raise ModelFileError(f"{path}: unknown optimizer type {opt_header.get('type')!r}")
-        lr = opt_header["lr"]
-        if isinstance(lr, dict):
-            lr = SCHEDULE_TYPES[lr["schedule"]](**lr["config"])
-        optimizer = cls(model.parameters(), lr=lr, **opt_header["hyperparameters"])
-        sd = {"type": opt_header["type"], "steps": opt_header["steps"], "size": opt_header["size"]}
-        sd.update({k[len("optim."):]: a for k, a in arrays.items() if k.startswith("optim.")})
-        optimizer.load_state_dict(sd)
+        try:
+            lr = opt_header["lr"]
+            if isinstance(lr, dict):
+                lr = SCHEDULE_TYPES[lr["schedule"]](**lr["config"])
+            optimizer = cls(model.parameters(), lr=lr, **opt_header["hyperparameters"])
+            sd = {"type": opt_header["type"], "steps": opt_header["steps"],
+                  "size": opt_header["size"]}
+            sd.update({k[len("optim."):]: a for k, a in arrays.items() if k.startswith("optim.")})
+            optimizer.load_state_dict(sd)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ModelFileError(f"{path}: bad optimizer state: {type(exc).__name__}: {exc}") from exc
     return model, optimizer, header.get("extra") or {}

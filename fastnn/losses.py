@@ -67,7 +67,10 @@ class SigmoidBinaryCrossEntropy(Loss):
     """Binary cross-entropy on logits (stable): targets in [0, 1], same shape as the outputs."""
 
     def forward(self, outputs, targets) -> float:
-        loss, self.grad = K.sigmoid_binary_cross_entropy(outputs, targets, ws=self.ws)
+        t = np.asarray(targets)
+        if t.dtype.kind in "iub":  # 0/1 integer or boolean labels
+            t = t.astype(np.float32)
+        loss, self.grad = K.sigmoid_binary_cross_entropy(outputs, t, ws=self.ws)
         return loss
 
     @staticmethod

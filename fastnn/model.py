@@ -27,11 +27,18 @@ class Sequential(training.TrainingMixin):
     def _plan(self) -> None:
         """Initialise "auto" layers for the activation that follows them (He before ReLU), and
         fuse Dense + ReLU/Sigmoid into the Dense epilogue."""
+        for layer in self.layers:  # a layer reused from another model starts unfused
+            if isinstance(layer, Dense):
+                layer.fused = None
+            elif isinstance(layer, (ReLU, Sigmoid)):
+                layer.fused = False
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, (Dense, Conv2D)) and layer.init == "auto":
+            # Only a fresh layer is re-initialised: wrapping trained layers keeps their weights.
+            if isinstance(layer, (Dense, Conv2D)) and layer.init == "auto" and not layer.planned:
                 act = self._activation_after(i)
                 if act is not None and getattr(layer, "activation", None) is None:
                     layer.reset_parameters(activation_hint=act)
+            layer.planned = True
             nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
             if isinstance(layer, Dense) and layer.activation is None and isinstance(nxt, (ReLU, Sigmoid)):
                 layer.fused = "relu" if isinstance(nxt, ReLU) else "sigmoid"

@@ -48,17 +48,25 @@ class Optimizer:
         return d
 
     def load_state_dict(self, d: dict) -> None:
+        if not isinstance(d, dict):
+            raise TypeError(f"state_dict: expected a dict from state_dict(), got {type(d).__name__}")
         if d.get("type") != type(self).__name__:
             raise ValueError(f"state_dict: expected a {type(self).__name__} state, got {d.get('type')!r}")
         if int(d.get("size", -1)) != self.params.data.size:
             raise ValueError(f"state_dict: expected state for {self.params.data.size} parameters "
                              f"(this model), got {d.get('size')}")
-        for n in self.state_names:
+        arrays = {}
+        for n in self.state_names:  # check everything before changing anything
+            if f"state.{n}" not in d:
+                raise ValueError(f"state_dict: expected an array 'state.{n}', got keys {sorted(d)}")
             a = np.asarray(d[f"state.{n}"], dtype=np.float32)
             if a.shape != self.state[n].shape:
                 raise ValueError(f"state_dict: {n} expected shape {self.state[n].shape}, got {a.shape}")
+            arrays[n] = a
+        steps = int(d["steps"])
+        for n, a in arrays.items():
             self.state[n][...] = a
-        self.steps = int(d["steps"])
+        self.steps = steps
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(lr={self.lr!r}, {self.hyperparameters()})"

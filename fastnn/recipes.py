@@ -45,3 +45,9 @@ OPTIMIZERS = {
 }
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "adagrad": 0.01, "rmsprop": 1e-3, "adam": 2e-3,
               "adamw": 2e-3}
+
+
+def default_lr(model: str, optimizer: str) -> float:
+    """Peak learning rate of the cosine schedule. The batch-normalised CNN takes 1.5x more
+    (measured on full MNIST, 3 epochs: Adam 3e-3 gave 99.26-99.31% over two seeds)."""
+    return DEFAULT_LR[optimizer] * (1.5 if model == "cnn" else 1.0)

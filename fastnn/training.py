@@ -118,12 +118,18 @@ class TrainingMixin:
     def fit(self, x, y, *, loss, optimizer, epochs: int = 1, batch_size: int = 32,
             validation_data=None, validation_split: float = 0.0, shuffle: bool = True,
             seed=None, verbose: int = 1, callbacks=(), initial_epoch: int = 0,
-            rng_state: dict | None = None) -> History:
+            rng_state: dict | None = None, augment=None) -> History:
         """Train for `epochs` epochs of mini-batches; returns a History. A loss that becomes NaN
-        or infinite raises FloatingPointError naming the epoch and step."""
+        or infinite raises FloatingPointError naming the epoch and step.
+
+        augment: optional `f(x_batch, rng) -> x_batch` applied to every training batch (e.g.
+        `fastnn.datasets.random_shift`), drawing from the same seeded generator as the shuffling.
+        initial_epoch / rng_state: resume a run from a checkpoint (see ModelCheckpoint)."""
         from .callbacks import CallbackList
 
         self._check_optimizer(optimizer)
+        if augment is not None and not callable(augment):
+            raise TypeError(f"augment: expected a callable f(x_batch, rng), got {type(augment).__name__}")
         x, y = _check_xy(x, y)
         epochs = positive_int("epochs", epochs, minimum=0)
         batch_size = positive_int("batch_size", batch_size)
@@ -158,6 +164,8 @@ class TrainingMixin:
                 idx = order[step * batch_size : (step + 1) * batch_size]
                 xb = np.take(x, idx, axis=0, out=xb_buf[: len(idx)])
                 yb = np.take(y, idx, axis=0, out=yb_buf[: len(idx)])
+                if augment is not None:
+                    xb = as_float32("augment(x_batch)", augment(xb, rng))
                 value, out = self._step(xb, yb, loss, optimizer)
                 if not np.isfinite(value):
                     if bar is not None:

@@ -44,6 +44,7 @@ class Layer:
         self.grads: dict[str, np.ndarray] = {}
         self.state: dict[str, np.ndarray] = {}  # non-trainable buffers saved with the model
         self.ws = Workspace()
+        self.planned = False  # set once a Sequential has initialised it for its activation
 
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} must implement forward")

@@ -18,6 +18,7 @@ class Dropout(Layer):
         self.mask = None
 
     def forward(self, x, train=True):
+        x = K._check.as_float32("x", x)
         if not train or self.rate == 0.0:
             self.mask = None
             return x

@@ -34,6 +34,7 @@ class Flatten(Layer):
     """(N, ...) -> (N, prod(...)): a view, no copy."""
 
     def forward(self, x, train=True):
+        x = K._check.as_float32("x", x)
         self.x_shape = x.shape
         return x.reshape(x.shape[0], -1)
 
