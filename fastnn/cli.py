@@ -66,6 +66,7 @@ def _plot(history: dict, path: str) -> bool:
         if "val_" + key in history:
             ax.plot(epochs, history["val_" + key], "s-", label="validation")
         ax.set_xlabel("epoch")
+        ax.set_xticks(list(epochs))
         ax.set_title(key)
         ax.grid(alpha=0.3)
         ax.legend()

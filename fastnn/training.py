@@ -183,6 +183,7 @@ class TrainingMixin:
                     bar.update(1)
             if bar is not None:
                 bar.close()
+            train_time = time.perf_counter() - t0
             logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
             if validation_data is not None:
                 v = self.evaluate(*validation_data, loss=loss, batch_size=max(batch_size, 256))
@@ -191,8 +192,8 @@ class TrainingMixin:
             if verbose:
                 took = time.perf_counter() - t0
                 line = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-                print(f"Epoch {epoch + 1}/{epochs} - {took:.1f}s - {n / took:,.0f} samples/s - {line}",
-                      file=sys.stdout, flush=True)
+                print(f"Epoch {epoch + 1}/{epochs} - {took:.1f}s - {seen / train_time:,.0f} "
+                      f"samples/s - {line}", file=sys.stdout, flush=True)
             self.fit_rng_state = rng.bit_generator.state
             cbs.on_epoch_end(epoch, logs)
             if self.stop_training:

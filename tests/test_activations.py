@@ -79,3 +79,24 @@ def test_elementwise_reference_gradients_by_central_differences(rng):
         fwd(x, y)
         bwd(G, y, dx)
         assert_grad_close(dx, *numerical_grad(loss, x))
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+from fastnn import backend  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=hnp.arrays(np.float32, st.integers(1, 3000),
+                    elements=st.floats(allow_nan=False, allow_infinity=False, width=32)))
+def test_elementwise_random_extremes_all_backends_agree(x):
+    x64 = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        want_sig = 1 / (1 + np.exp(-x64))
+    for name in backend.available():
+        with backend.using(name):
+            np.testing.assert_array_equal(K.relu(x), np.maximum(x, 0), err_msg=name)
+            np.testing.assert_allclose(K.sigmoid(x), want_sig, rtol=1e-5, atol=1e-37, err_msg=name)
+            np.testing.assert_allclose(K.tanh(x), np.tanh(x64), rtol=1e-5, atol=1e-7, err_msg=name)

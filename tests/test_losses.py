@@ -97,3 +97,26 @@ def test_losses_match_torch_when_installed(rng):
             loss, d = K.softmax_cross_entropy(logits, labels)
         assert abs(loss - lt.item()) < 1e-5
         np.testing.assert_allclose(d, t.grad.numpy(), rtol=1e-4, atol=1e-7)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+finite32 = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False, width=32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), n=st.integers(1, 40), c=st.integers(1, 30))
+def test_softmax_cross_entropy_random_all_backends_agree(data, n, c):
+    logits = data.draw(hnp.arrays(np.float32, (n, c), elements=finite32))
+    labels = np.array(data.draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n)))
+    want_loss, want_d = ce64(logits, labels)
+    for name in backend.available():
+        with backend.using(name):
+            loss, d = K.softmax_cross_entropy(logits, labels)
+            p = K.softmax(logits)
+        assert np.isfinite(loss)
+        assert abs(loss - want_loss) <= 1e-5 * max(1.0, abs(want_loss)), name
+        np.testing.assert_allclose(d, want_d, rtol=1e-4, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(p.sum(1), 1, rtol=1e-5, err_msg=name)
