@@ -1,4 +1,4 @@
-"""The `fastnn` command line (also `python -m fastnn`): `train`, `info`."""
+"""The `fastnn` command line (also `python -m fastnn`): `train`, `bench`, `info`."""
 
 from __future__ import annotations
 
@@ -207,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="directory for model.npz, history.json, metrics.json, curves.png")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
     p.set_defaults(func=cmd_train)
+
+    from fastnn import bench
+
+    bench.add_parser(sub)
     return parser
 
 

@@ -177,8 +177,6 @@ def test_bad_option_values_exit_2(tmp_path, argv, opt):
     assert opt in err
 
 
-@pytest.mark.xfail(strict=True, reason="GAP: API.md promises `fastnn bench`; cli.build_parser "
-                   "has no bench command")
 def test_bench_command_exists():
     code, out, _ = run_main(["bench", "--help"])
     assert code == 0 and "bench" in out
