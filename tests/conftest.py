@@ -76,6 +76,18 @@ def assert_grad_close(analytic: np.ndarray, idx: np.ndarray, numeric: np.ndarray
     assert err < tol, f"max relative gradient error {err:.3g} >= {tol}"
 
 
+# Measured results worth seeing in the CI log (accuracies, wall times): tests append lines here and
+# they are printed at the end of the run, pass or fail.
+REPORT: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if REPORT:
+        terminalreporter.section("fastnn measurements")
+        for line in REPORT:
+            terminalreporter.write_line(line)
+
+
 def pytest_report_header(config):
     return [
         f"fastnn {fastnn.__version__}: backends available {backend.available()}, "
