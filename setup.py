@@ -71,6 +71,7 @@ def extensions():
         Extension(
             f"fastnn._cython.{pyx.stem}",
             [str(pyx.relative_to(HERE))],
+            include_dirs=["kernels"],
             extra_compile_args=cflags,
             extra_link_args=omp_link,
             define_macros=macros,

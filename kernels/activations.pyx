@@ -1,128 +1,25 @@
 # fastnn Cython kernels: elementwise activations (flat 1-D) and the row softmax (2-D).
 # Interface and semantics: docs/backends.md and fastnn/reference/activations.py.
 #
-# The inner loops are small C functions (verbatim block below) so that they can be compiled in
-# several ISA variants (gcc `target_clones`: AVX-512, AVX2, baseline; picked at load time) while
-# the wheel itself stays built for the baseline x86-64. Contraction into FMA is switched off, so
-# every variant computes bitwise the same IEEE results. exp and tanh are vectorisable polynomial
-# versions (Cephes coefficients; max relative error against float64: exp 8e-8, tanh 1.4e-7,
-# sigmoid 1.7e-7, i.e. 1-3 ulp; NumPy's own tanh is 1.1e-7); exp is only ever called on arguments
-# <= 0 (or NaN), so it cannot overflow.
+# The inner loops are small C functions (verbatim block below; shared helpers, macros and pragma in
+# fnn_math.h) so that they can be compiled in several ISA variants (gcc `target_clones`: AVX-512,
+# AVX2, baseline; picked at load time) while the wheel itself stays built for the baseline x86-64.
+# Contraction into FMA is switched off, so every variant computes bitwise the same IEEE results.
+# exp and tanh are vectorisable polynomial versions (Cephes coefficients; max relative error
+# against float64: exp 8e-8, tanh 1.4e-7, sigmoid 1.7e-7, i.e. 1-3 ulp; NumPy's own tanh is
+# 1.1e-7); exp is only ever called on arguments <= 0 (or NaN), so it cannot overflow.
 # Cython keeps the typed-memoryview interface, the GIL release and the serial/parallel split.
 
 include "_parallel.pxi"
 
+cdef extern from "fnn_math.h" nogil:
+    # shared helpers (kernels/fnn_math.h), called from the C kernels below
+    float fnn_exp_nonpos(float x)
+    float fnn_max_nan(const float* x, Py_ssize_t n)
+    double fnn_exp_shift_sum(const float* x, float mx, float* e, Py_ssize_t n)
+
 cdef extern from * nogil:
     """
-    #if defined(__GNUC__) && !defined(__clang__)
-    /* Let gcc if-convert float selects (needed to vectorise them) and keep a*b+c unfused, so
-       every ISA variant rounds identically. Neither changes IEEE results or inf/NaN handling. */
-    #pragma GCC optimize("no-trapping-math", "fp-contract=off")
-    #endif
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define FNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-    #else
-    #define FNN_CLONES
-    #endif
-    /* helpers must be inlined into every ISA variant (an out-of-line call runs baseline code) */
-    #if defined(__GNUC__) || defined(__clang__)
-    #define FNN_INLINE static inline __attribute__((always_inline))
-    #else
-    #define FNN_INLINE static inline
-    #endif
-    #include <math.h>
-    #include <stdint.h>
-    #include <string.h>
-
-    /* exp(x) for x <= 0 (or NaN): Cody-Waite reduction + degree-6 polynomial, about 1 ulp.
-       Results below FLT_MIN (x < -87.34) flush to 0; exp(-inf) = 0; NaN propagates. */
-    FNN_INLINE float fnn_exp_nonpos(float x) {
-        float xc = x < -88.0f ? -88.0f : x;
-        float fn = xc * 1.44269504088896341f;
-        fn = (fn - 12582912.0f) + 12582912.0f;            /* round to nearest integer */
-        float r = xc - fn * 0.693359375f;
-        r = r - fn * -2.12194440e-4f;
-        float p = 1.9875691500e-4f;
-        p = p * r + 1.3981999507e-3f;
-        p = p * r + 8.3334519073e-3f;
-        p = p * r + 4.1665795894e-2f;
-        p = p * r + 1.6666665459e-1f;
-        p = p * r + 5.0000001201e-1f;
-        p = p * r * r + r + 1.0f;
-        int32_t bits = ((int32_t)fn + 127) << 23;         /* 2^n, n in [-127, 0] */
-        float s;
-        memcpy(&s, &bits, sizeof s);
-        float res = p * s;
-        res = x < -87.33654f ? 0.0f : res;
-        return x != x ? x : res;
-    }
-
-    /* NaN-propagating maximum of x[0..n), n >= 1. Floats map to order-preserving int32 keys
-       (an integer max reduction vectorises; a NaN-aware float max does not). Any NaN (either
-       sign) gives NaN, like np.max; max(-0, +0) = +0. */
-    FNN_INLINE float fnn_max_nan(const float* x, Py_ssize_t n) {
-        int32_t km = INT32_MIN, am = 0;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            int32_t b;
-            memcpy(&b, x + i, sizeof b);
-            int32_t k = b ^ ((b >> 31) & 0x7fffffff);
-            int32_t a = b & 0x7fffffff;
-            km = k > km ? k : km;
-            am = a > am ? a : am;
-        }
-        if (am > 0x7f800000) return NAN;
-        int32_t b = km ^ ((km >> 31) & 0x7fffffff);
-        float r;
-        memcpy(&r, &b, sizeof r);
-        return r;
-    }
-
-    /* Float64 sums over 16 lanes: lane j takes the elements i with i % 16 == j, lanes j and j+8
-       are added, then the 8 lanes in a fixed tree, then the tail in order: the order depends on n
-       only. Written with GCC/clang vector extensions, which vectorise reliably in every ISA
-       variant (lane arrays and scalar lanes do not); the plain-C fallback has the same order. */
-    #if defined(__GNUC__) || defined(__clang__)
-    #define FNN_VEC 1
-    typedef float fnn_v8f __attribute__((vector_size(32)));
-    typedef double fnn_v8d __attribute__((vector_size(64)));
-    #define FNN_LD8(v, p) memcpy(&(v), (p), sizeof(fnn_v8f))
-    #define FNN_ST8(p, v) memcpy((p), &(v), sizeof(fnn_v8f))
-    #define FNN_CVT8(v) __builtin_convertvector((v), fnn_v8d)
-    #else
-    #define FNN_VEC 0
-    #endif
-    #define FNN_TREE8(a) (((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])))
-
-    /* sum of x[0..n) in double */
-    FNN_INLINE double fnn_sum_d(const float* x, Py_ssize_t n) {
-        Py_ssize_t i = 0;
-    #if FNN_VEC
-        fnn_v8d a = {0}, a1 = {0};
-        fnn_v8f v0, v1;
-        for (; i + 16 <= n; i += 16) {
-            FNN_LD8(v0, x + i);
-            FNN_LD8(v1, x + i + 8);
-            a += FNN_CVT8(v0);
-            a1 += FNN_CVT8(v1);
-        }
-        a += a1;
-    #else
-        double a[16] = {0};
-        for (; i + 16 <= n; i += 16)
-            for (int j = 0; j < 16; j++) a[j] += (double)x[i + j];
-        for (int j = 0; j < 8; j++) a[j] += a[j + 8];
-    #endif
-        double t = FNN_TREE8(a);
-        for (; i < n; i++) t += (double)x[i];
-        return t;
-    }
-
-    /* e[i] = exp(x[i] - mx) for one row; returns the sum of e in double. */
-    FNN_INLINE double fnn_exp_shift_sum(const float* x, float mx, float* e, Py_ssize_t n) {
-        for (Py_ssize_t i = 0; i < n; i++) e[i] = fnn_exp_nonpos(x[i] - mx);
-        return fnn_sum_d(e, n);
-    }
-
     FNN_CLONES static void fnn_relu_k(const float* x, float* y, Py_ssize_t n) {
         for (Py_ssize_t i = 0; i < n; i++) {
             float v = x[i];

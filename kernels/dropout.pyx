@@ -5,17 +5,11 @@
 
 include "_parallel.pxi"
 
+cdef extern from "fnn_math.h" nogil:
+    pass    # FNN_CLONES and the pragma (no-trapping-math, fp-contract=off) for the C kernels below
+
 cdef extern from * nogil:
     """
-    #if defined(__GNUC__) && !defined(__clang__)
-    #pragma GCC optimize("no-trapping-math", "fp-contract=off")
-    #endif
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define FNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-    #else
-    #define FNN_CLONES
-    #endif
-
     FNN_CLONES static void fnn_dropout_fw_k(const float* x, const float* u, float* y,
                                             unsigned char* mask, Py_ssize_t n, float rate,
                                             float scale) {

@@ -11,71 +11,28 @@
 # Every sum has a fixed order (per plane: 16 double lanes combined in a fixed tree, then the tail;
 # planes added in n order; rows: n order per channel), independent of the thread count.
 #
-# Inner loops are C (verbatim block below), compiled in AVX-512/AVX2/baseline variants with gcc
-# `target_clones` and FMA contraction off, so every variant gives bitwise the same results.
+# Inner loops are C (verbatim block below; shared helpers, macros and pragma in fnn_math.h),
+# compiled in AVX-512/AVX2/baseline variants with gcc `target_clones` and FMA contraction off, so
+# every variant gives bitwise the same results.
 
 include "_parallel.pxi"
 
-cdef extern from * nogil:
+cdef extern from *:
     """
     #if defined(__GNUC__) && !defined(__clang__)
-    #pragma GCC optimize("no-trapping-math", "no-math-errno", "fp-contract=off")
+    /* sqrt without errno (vectorisable) here, on top of fnn_math.h's options; set before the
+       #include so that the helpers inlined from there are compiled with the same options. */
+    #pragma GCC optimize("no-math-errno")
     #endif
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define FNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-    #else
-    #define FNN_CLONES
-    #endif
-    /* helpers must be inlined into every ISA variant (an out-of-line call runs baseline code) */
-    #if defined(__GNUC__) || defined(__clang__)
-    #define FNN_INLINE static inline __attribute__((always_inline))
-    #else
-    #define FNN_INLINE static inline
-    #endif
-    #include <math.h>
-    #include <string.h>
+    """
 
+cdef extern from "fnn_math.h" nogil:
+    # shared helpers (kernels/fnn_math.h), called from the C kernels below
+    double fnn_sum_d(const float* x, Py_ssize_t n)
+
+cdef extern from * nogil:
+    """
     #define FNN_CW 32   /* channels per chunk in the L == 1 layout */
-
-    /* Float64 sums over 16 lanes: lane j takes the elements i with i % 16 == j, lanes j and j+8
-       are added, then the 8 lanes in a fixed tree, then the tail in order: the order depends on n
-       only. Written with GCC/clang vector extensions, which vectorise reliably in every ISA
-       variant (lane arrays and scalar lanes do not); the plain-C fallback has the same order. */
-    #if defined(__GNUC__) || defined(__clang__)
-    #define FNN_VEC 1
-    typedef float fnn_v8f __attribute__((vector_size(32)));
-    typedef double fnn_v8d __attribute__((vector_size(64)));
-    #define FNN_LD8(v, p) memcpy(&(v), (p), sizeof(fnn_v8f))
-    #define FNN_ST8(p, v) memcpy((p), &(v), sizeof(fnn_v8f))
-    #define FNN_CVT8(v) __builtin_convertvector((v), fnn_v8d)
-    #else
-    #define FNN_VEC 0
-    #endif
-    #define FNN_TREE8(a) (((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])))
-
-    /* sum of x[0..n) in double */
-    FNN_INLINE double fnn_sum_d(const float* x, Py_ssize_t n) {
-        Py_ssize_t i = 0;
-    #if FNN_VEC
-        fnn_v8d a = {0}, a1 = {0};
-        fnn_v8f v0, v1;
-        for (; i + 16 <= n; i += 16) {
-            FNN_LD8(v0, x + i);
-            FNN_LD8(v1, x + i + 8);
-            a += FNN_CVT8(v0);
-            a1 += FNN_CVT8(v1);
-        }
-        a += a1;
-    #else
-        double a[16] = {0};
-        for (; i + 16 <= n; i += 16)
-            for (int j = 0; j < 16; j++) a[j] += (double)x[i + j];
-        for (int j = 0; j < 8; j++) a[j] += a[j + 8];
-    #endif
-        double t = FNN_TREE8(a);
-        for (; i < n; i++) t += (double)x[i];
-        return t;
-    }
 
     /* sum of ((double)x - mu)^2 over x[0..n) (16 lanes as fnn_sum_d) */
     FNN_INLINE double fnn_sqdev_d(const float* x, Py_ssize_t n, double mu) {

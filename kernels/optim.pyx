@@ -4,33 +4,19 @@
 # in the same order as the reference; scalar constants (bias corrections etc.) are computed once in
 # double and rounded to float32, as the reference does.
 #
-# Inner loops are C (verbatim block below), compiled in AVX-512/AVX2/baseline variants with gcc
-# `target_clones` and FMA contraction off, so every variant gives bitwise the same results.
+# Inner loops are C (verbatim block below; macros and pragma in fnn_math.h), compiled in
+# AVX-512/AVX2/baseline variants with gcc `target_clones` and FMA contraction off, so every variant
+# gives bitwise the same results.
 
 include "_parallel.pxi"
 
 from libc.math cimport pow, sqrt
 
+cdef extern from "fnn_math.h" nogil:
+    pass    # FNN_CLONES, FNN_INLINE and the pragma (no-trapping-math, fp-contract=off) for the C
+
 cdef extern from * nogil:
     """
-    #if defined(__GNUC__) && !defined(__clang__)
-    /* if-conversion of selects and a*b+c kept unfused (every ISA variant rounds identically):
-       neither changes IEEE results. */
-    #pragma GCC optimize("no-trapping-math", "fp-contract=off")
-    #endif
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define FNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-    #else
-    #define FNN_CLONES
-    #endif
-    /* helpers must be inlined into every ISA variant (an out-of-line call runs baseline code) */
-    #if defined(__GNUC__) || defined(__clang__)
-    #define FNN_INLINE static inline __attribute__((always_inline))
-    #else
-    #define FNN_INLINE static inline
-    #endif
-    #include <math.h>
-
     /* IEEE sqrtf with the negative-argument case spelled out (NaN, as sqrtf gives): the compiler
        then knows errno is never set and vectorises it without -fno-math-errno. */
     FNN_INLINE float fnn_sqrtf(float a) { return sqrtf(a < 0.0f ? NAN : a); }
