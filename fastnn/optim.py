@@ -3,6 +3,8 @@ one kernel call over every parameter. `lr` is a number or a schedule (fastnn.sch
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from . import kernels as K
@@ -10,7 +12,7 @@ from .kernels._check import finite_float
 from .params import Parameters
 
 
-class Optimizer:
+class Optimizer(ABC):
     state_names: tuple[str, ...] = ()
 
     def __init__(self, params: Parameters, lr) -> None:
@@ -34,8 +36,9 @@ class Optimizer:
         self._update(self.current_lr())
         self.steps += 1
 
+    @abstractmethod
     def _update(self, lr: float) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must implement _update")
+        """Apply one update with learning rate `lr` (one kernel call over the flat buffer)."""
 
     def hyperparameters(self) -> dict:
         return {}

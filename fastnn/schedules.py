@@ -4,11 +4,12 @@ the `lr` of every optimizer. Each takes an optional linear warm-up over `warmup_
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 from .kernels._check import finite_float, positive_int
 
 
-class Schedule:
+class Schedule(ABC):
     def __init__(self, lr: float, warmup_steps: int = 0) -> None:
         self.base_lr = finite_float("lr", lr, minimum=0.0)
         self.warmup_steps = positive_int("warmup_steps", warmup_steps, minimum=0)
@@ -22,8 +23,9 @@ class Schedule:
         cfg = {k: v for k, v in vars(self).items() if k != "base_lr"}
         return {"lr": self.base_lr, **cfg}
 
+    @abstractmethod
     def decayed(self, step: int) -> float:
-        raise NotImplementedError(f"{type(self).__name__} must implement decayed")
+        """The learning rate `step` steps after the warm-up."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.get_config()})"

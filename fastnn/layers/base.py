@@ -7,6 +7,8 @@ Arrays a layer returns are its workspace buffers: the next call overwrites them.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from ..kernels import Workspace
@@ -36,7 +38,7 @@ def init_std(init, fan_in: int, fan_out: int, activation: str | None) -> float:
     return float(init)
 
 
-class Layer:
+class Layer(ABC):
     """Base class: parameter-free layers only override forward/backward."""
 
     def __init__(self) -> None:
@@ -46,11 +48,13 @@ class Layer:
         self.ws = Workspace()
         self.planned = False  # set once a Sequential has initialised it for its activation
 
+    @abstractmethod
     def forward(self, x: np.ndarray, train: bool = True) -> np.ndarray:
-        raise NotImplementedError(f"{type(self).__name__} must implement forward")
+        """The layer's output; keeps what backward needs."""
 
+    @abstractmethod
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        raise NotImplementedError(f"{type(self).__name__} must implement backward")
+        """dL/dx for dy = dL/dy; overwrites `grads`."""
 
     def output_shape(self, input_shape: tuple) -> tuple:
         """Per-sample output shape for a per-sample input shape (no batch axis)."""
