@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import backend
+from .cli import positive_int_arg
 from . import kernels as K
 
 FASTNN_IMPLS = ("numpy", "numba", "cython", "auto")
@@ -941,27 +942,17 @@ def _csv(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return v
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="a subset of the shapes, fewer repeats, no cold_start (under a minute)")
-    p.add_argument("--threads", type=_positive, default=2,
+    p.add_argument("--threads", type=positive_int_arg, default=2,
                    help="threads for every implementation: Numba, OpenMP, BLAS, torch (default 2)")
     p.add_argument("--workloads", type=_csv, default=None, metavar="A,B",
                    help=f"only these workloads (all their shapes; with --quick, their quick "
                         f"shapes): {', '.join(NAMES)}")
     p.add_argument("--impls", type=_csv, default=None, metavar="A,B",
                    help=f"only these implementations: {', '.join((*FASTNN_IMPLS, *TORCH_IMPLS))}")
-    p.add_argument("--repeat", type=_positive, default=None,
+    p.add_argument("--repeat", type=positive_int_arg, default=None,
                    help="timed samples per implementation (default 15; 5 with --quick)")
     p.add_argument("--min-time", type=float, default=None, metavar="SECONDS",
                    help="minimum duration of one sample (default 0.02; 0.005 with --quick)")

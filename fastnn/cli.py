@@ -149,7 +149,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
+def positive_int_arg(text: str) -> int:
+    """argparse type: an integer >= 1."""
     try:
         v = int(text)
     except ValueError:
@@ -187,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="mnist-small",
                    help="mnist-small (bundled, offline), mnist (full; see README for where it is "
                         "looked for) or PATH.npz in the same layout (default: mnist-small)")
-    p.add_argument("--epochs", type=_positive, default=3)
-    p.add_argument("--batch-size", type=_positive, default=64)
+    p.add_argument("--epochs", type=positive_int_arg, default=3)
+    p.add_argument("--batch-size", type=positive_int_arg, default=64)
     p.add_argument("--optimizer", choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"],
                    default="adam")
     p.add_argument("--lr", type=_non_negative_float, default=None,
@@ -202,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "pixels (default: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", choices=["auto", "numpy", "numba", "cython"], default=None)
-    p.add_argument("--threads", type=_positive, default=None)
+    p.add_argument("--threads", type=positive_int_arg, default=None)
     p.add_argument("--out", default=os.path.join("runs", "latest"),
                    help="directory for model.npz, history.json, metrics.json, curves.png")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
