@@ -28,7 +28,7 @@ _errors: dict[str, str] = {}
 _current = "auto"
 _table: dict[str, Callable] = {}
 _num_threads: int | None = None
-_blas_limiter = None
+_blas_threads: int | None = None  # what BLAS's own pool was last set to
 
 
 class BackendError(ValueError):
@@ -86,6 +86,7 @@ def use(name: str) -> None:
     with _lock:
         _current = name
         _table.clear()
+        _apply_blas_threads()
 
 
 @contextlib.contextmanager
@@ -132,20 +133,45 @@ def get_num_threads() -> int:
 
 def set_num_threads(n: int) -> None:
     """Let Numba, OpenMP (Cython) and BLAS each use `n` threads; they run one after another, so
-    the cores are never oversubscribed."""
-    global _num_threads, _blas_limiter
+    the cores are never oversubscribed (see `blas_threads` for BLAS's own pool)."""
+    global _num_threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a positive integer, got {n!r}")
     with _lock:
         _num_threads = n
         for mod in _loaded.values():
             mod.set_num_threads(n)
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-            _blas_limiter = None
-        else:
-            _blas_limiter = threadpool_limits(limits=n, user_api="blas")
+        _apply_blas_threads()
+
+
+def gemm_in_own_threads() -> bool:
+    """Whether the selected backend runs its GEMMs through NumPy's BLAS called from its own
+    threads (the Cython backend, when NumPy's BLAS exports cblas_sgemm: see fastnn._blas)."""
+    if resolve("dense_forward") != "cython":
+        return False
+    mod = _load("cython")
+    return mod is not None and mod.direct_blas()
+
+
+def blas_threads() -> int:
+    """The threads of BLAS's own pool: 1 while the selected backend calls BLAS from its own
+    threads (two pools taking turns on the same cores would spin against each other), else
+    `get_num_threads()`. Kept in force by `use` and `set_num_threads`; this is global to the
+    process, so `use("numpy")` gives NumPy's matmul its threads back."""
+    return 1 if gemm_in_own_threads() else get_num_threads()
+
+
+def _apply_blas_threads() -> None:
+    global _blas_threads
+    want = blas_threads()
+    if want == _blas_threads:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return
+    threadpool_limits(limits=want, user_api="blas")
+    _blas_threads = want
 
 
 def blas_info() -> list[dict]:

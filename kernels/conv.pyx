@@ -1,7 +1,10 @@
-"""Convolution for the Cython backend: the im2col / col2im layout transforms and the passes around
-the GEMMs (the GEMMs themselves run in NumPy/BLAS with the GIL held; everything else without it)."""
+"""Convolution for the Cython backend: im2col / col2im, and conv2d forward and backward as one
+parallel loop over the images, each image's im2col, GEMM (NumPy's BLAS called from our threads,
+_gemm.pxi) and epilogue run back to back while its data is in cache. Without a usable cblas_sgemm
+the GEMMs go through np.matmul on the whole batch instead (_conv2d_forward_matmul)."""
 
 include "_parallel.pxi"
+include "_gemm.pxi"
 
 import numpy as np
 from libc.string cimport memset
@@ -358,8 +361,168 @@ def col2im(const float[:, ::1] cols, int kh, int kw, int stride, int pad, float[
                 <int>dx.shape[3], kh, kw, stride, pad, &dx[0, 0, 0, 0])
 
 
+# ---------------------------------------------------------------------------------------------
+# conv2d, one image per task. With cols_n = the (P, K) rows of cols for image n (P = OH*OW output
+# pixels, K = C*kh*kw) and W2 = W as (F, K):  y_n (F, P) = W2 @ cols_n.T + b, already NCHW;
+# dW = sum_n dy_n @ cols_n; db = sum_n (row sums of dy_n); dcols_n = dy_n.T @ W2; dx_n = col2im.
+
+cdef inline void _conv_fwd_image(const float* x, const float* W2, const float* b, int C, int H,
+                                 int W, int F, int kh, int kw, int stride, int pad, int OH, int OW,
+                                 Py_ssize_t n, float* cols, float* y) noexcept nogil:
+    cdef Py_ssize_t P = <Py_ssize_t>OH * OW, K = <Py_ssize_t>C * kh * kw, p
+    cdef int oh, f
+    cdef float* yf
+    cdef float bf
+    for oh in range(OH):
+        _im2col_task_k(x, C, H, W, kh, kw, stride, pad, OH, OW, n * OH + oh, cols)
+    _gemm(False, True, F, P, K, 1, W2, K, cols + n * P * K, K, 0, y + n * F * P, P)
+    for f in range(F):
+        yf = y + (n * F + f) * P
+        bf = b[f]
+        for p in range(P):
+            yf[p] = yf[p] + bf
+
+
+cdef void _conv_fwd(const float* x, const float* W2, const float* b, int N, int C, int H, int W,
+                    int F, int kh, int kw, int stride, int pad, float* cols,
+                    float* y) noexcept nogil:
+    cdef int OH = _out_size(H, kh, stride, pad), OW = _out_size(W, kw, stride, pad)
+    cdef Py_ssize_t n
+    if N > 1 and _nthreads > 1 and <Py_ssize_t>N * OH * OW * C * kh * kw >= PARALLEL_MIN_WORK:
+        for n in prange(N, schedule="static", num_threads=_nthreads):
+            _conv_fwd_image(x, W2, b, C, H, W, F, kh, kw, stride, pad, OH, OW, n, cols, y)
+    else:
+        for n in range(N):
+            _conv_fwd_image(x, W2, b, C, H, W, F, kh, kw, stride, pad, OH, OW, n, cols, y)
+
+
+cdef inline void _conv_bwd_chunk(const float* dy, const float* cols, const float* W2, int C, int H,
+                                 int W, int F, int kh, int kw, int stride, int pad, int OH, int OW,
+                                 Py_ssize_t n0, Py_ssize_t n1, float* dW, float* db,
+                                 float* dcols, float* dx) noexcept nogil:
+    # Images n0:n1: dW (F, K) and db (F) of these images only; dx of each (dx NULL: skipped).
+    cdef Py_ssize_t P = <Py_ssize_t>OH * OW, K = <Py_ssize_t>C * kh * kw, n, p
+    cdef const float* dyn
+    cdef const float* dyf
+    cdef double s
+    cdef int f
+    for n in range(n0, n1):
+        dyn = dy + n * F * P
+        _gemm(False, False, F, K, P, 1, dyn, P, cols + n * P * K, K, 0 if n == n0 else 1, dW, K)
+        for f in range(F):
+            dyf = dyn + f * P
+            s = 0
+            for p in range(P):
+                s += dyf[p]
+            db[f] = <float>s if n == n0 else db[f] + <float>s
+        if dx != NULL:
+            _gemm(True, False, P, K, F, 1, dyn, P, W2, K, 0, dcols + n * P * K, K)
+            _col2im_task_k(dcols, C, H, W, kh, kw, stride, pad, OH, OW, 1, C, n, dx)
+
+
+cdef inline void _sum_parts(const float* parts, Py_ssize_t nparts, Py_ssize_t stride,
+                            Py_ssize_t i0, Py_ssize_t i1, float* out) noexcept nogil:
+    # out[i] = parts[0, i] + parts[1, i] + ... in this order, for i0 <= i < i1.
+    cdef Py_ssize_t c, i
+    cdef const float* src
+    for i in range(i0, i1):
+        out[i] = parts[i]
+    for c in range(1, nparts):
+        src = parts + c * stride
+        for i in range(i0, i1):
+            out[i] += src[i]
+
+
+cdef void _conv_bwd(const float* dy, const float* cols, const float* W2, int N, int C, int H,
+                    int W, int F, int kh, int kw, int stride, int pad, float* dW, float* db,
+                    float* dcols, float* dx, float* part, Py_ssize_t part_size) noexcept nogil:
+    # Images in nchunk fixed chunks (from the shapes alone, so the bits never depend on the
+    # threads), each writing its partial dW and db to `part`, summed in chunk order at the end.
+    cdef int OH = _out_size(H, kh, stride, pad), OW = _out_size(W, kw, stride, pad)
+    cdef Py_ssize_t K = <Py_ssize_t>C * kh * kw, FK = F * K, stride_p = FK + F
+    cdef Py_ssize_t nchunk = N if N < 8 else 8, c, t, ntasks
+    if nchunk > part_size // stride_p:
+        nchunk = part_size // stride_p
+    if nchunk <= 1:
+        _conv_bwd_chunk(dy, cols, W2, C, H, W, F, kh, kw, stride, pad, OH, OW, 0, N, dW, db,
+                        dcols, dx)
+        return
+    if _nthreads > 1 and <Py_ssize_t>N * OH * OW * K >= PARALLEL_MIN_WORK:
+        for c in prange(nchunk, schedule="static", num_threads=_nthreads):
+            _conv_bwd_chunk(dy, cols, W2, C, H, W, F, kh, kw, stride, pad, OH, OW,
+                            N * c // nchunk, N * (c + 1) // nchunk, part + c * stride_p,
+                            part + c * stride_p + FK, dcols, dx)
+        ntasks = (FK + 4095) // 4096
+        for t in prange(ntasks, schedule="static", num_threads=_nthreads):
+            _sum_parts(part, nchunk, stride_p, t * 4096, (t + 1) * 4096 if (t + 1) * 4096 < FK
+                       else FK, dW)
+    else:
+        for c in range(nchunk):
+            _conv_bwd_chunk(dy, cols, W2, C, H, W, F, kh, kw, stride, pad, OH, OW,
+                            N * c // nchunk, N * (c + 1) // nchunk, part + c * stride_p,
+                            part + c * stride_p + FK, dcols, dx)
+        _sum_parts(part, nchunk, stride_p, 0, FK, dW)
+    _sum_parts(part + FK, nchunk, stride_p, 0, F, db)
+
+
 def conv2d_forward(x, W, b, int stride, int pad, y, cols, tmp):
-    """cols = im2col(x); tmp = cols @ W.reshape(F, -1).T (BLAS); y = tmp transposed to NCHW + b."""
+    """y = conv(x, W) + b (NCHW), cols = im2col(x) (kept for backward); tmp is unused when the
+    GEMMs run per image (np.matmul fallback: tmp = cols @ W2.T)."""
+    cdef const float[:, :, :, ::1] xv = x
+    cdef const float[:, :, :, ::1] Wv = W
+    cdef const float[::1] bv = b
+    cdef float[:, :, :, ::1] yv = y
+    cdef float[:, ::1] colsv = cols
+    cdef int N = <int>yv.shape[0], F = <int>yv.shape[1], kh = <int>Wv.shape[2], kw = <int>Wv.shape[3]
+    if N == 0 or F == 0 or yv.shape[2] == 0 or yv.shape[3] == 0:
+        return
+    if _sgemm == NULL:
+        _conv2d_forward_matmul(x, W, b, stride, pad, y, cols, tmp)
+        return
+    with nogil:
+        _conv_fwd(&xv[0, 0, 0, 0], &Wv[0, 0, 0, 0], &bv[0], N, <int>xv.shape[1],
+                  <int>xv.shape[2], <int>xv.shape[3], F, kh, kw, stride, pad, &colsv[0, 0],
+                  &yv[0, 0, 0, 0])
+
+
+def conv2d_backward(dy, cols, W, int stride, int pad, dx, dW, db, dyt, dcols):
+    """dW, db and dx (skipped when dx is None) from dy and the cols forward left; dyt is the
+    scratch of the per-chunk partial dW/db (np.matmul fallback: dy transposed)."""
+    cdef const float[:, :, :, ::1] dyv = dy
+    cdef const float[:, ::1] colsv = cols
+    cdef const float[:, :, :, ::1] Wv = W
+    cdef float[:, :, :, ::1] dWv = dW
+    cdef float[::1] dbv = db
+    cdef float[:, ::1] dytv = dyt
+    cdef float[:, ::1] dcolsv = dcols
+    cdef float[:, :, :, ::1] dxv
+    cdef float* dxp = NULL
+    cdef int N = <int>dyv.shape[0], F = <int>dyv.shape[1], kh = <int>Wv.shape[2], kw = <int>Wv.shape[3]
+    cdef int C = <int>Wv.shape[1], H, Wd
+    if N == 0 or F == 0 or dyv.shape[2] == 0 or dyv.shape[3] == 0:  # no output: zero gradients
+        dW[...] = 0
+        db[...] = 0
+        if dx is not None:
+            dx[...] = 0
+        return
+    if _sgemm == NULL:
+        _conv2d_backward_matmul(dy, cols, W, stride, pad, dx, dW, db, dyt, dcols)
+        return
+    if dx is not None:
+        dxv = dx
+        dxp = &dxv[0, 0, 0, 0]
+        H, Wd = <int>dxv.shape[2], <int>dxv.shape[3]
+    else:  # the input size from the geometry (any H, W with these output sizes would do)
+        H = (<int>dyv.shape[2] - 1) * stride + kh - 2 * pad
+        Wd = (<int>dyv.shape[3] - 1) * stride + kw - 2 * pad
+    with nogil:
+        _conv_bwd(&dyv[0, 0, 0, 0], &colsv[0, 0], &Wv[0, 0, 0, 0], N, C, H, Wd, F, kh, kw,
+                  stride, pad, &dWv[0, 0, 0, 0], &dbv[0], &dcolsv[0, 0], dxp, &dytv[0, 0],
+                  dytv.shape[0] * dytv.shape[1])
+
+
+def _conv2d_forward_matmul(x, W, b, int stride, int pad, y, cols, tmp):
+    """cols = im2col(x); tmp = cols @ W.reshape(F, -1).T (np.matmul); y = tmp transposed to NCHW + b."""
     cdef const float[:, :, :, ::1] xv = x
     cdef const float[::1] bv = b
     cdef float[:, :, :, ::1] yv = y
@@ -377,23 +540,22 @@ def conv2d_forward(x, W, b, int stride, int pad, y, cols, tmp):
         _rows_to_planes(&tmpv[0, 0], &bv[0], N, F, P, &yv[0, 0, 0, 0])
 
 
-def conv2d_backward(dy, cols, W, int stride, int pad, dx, dW, db, dyt, dcols):
-    """dyt = dy as (N*OH*OW, F) with db fused; dW = dyt.T @ cols; dcols = dyt @ W2; dx = col2im."""
+def _conv2d_backward_matmul(dy, cols, W, int stride, int pad, dx, dW, db, dyt, dcols):
+    """dyt = dy as (N*OH*OW, F) with db fused; dW = dyt.T @ cols; dcols = dyt @ W2; dx = col2im
+    (dx None: skipped)."""
     cdef const float[:, :, :, ::1] dyv = dy
-    cdef float[:, :, :, ::1] dxv = dx
+    cdef float[:, :, :, ::1] dxv
     cdef float[::1] dbv = db
     cdef float[:, ::1] dytv = dyt
     cdef float[:, ::1] dcolsv = dcols
     cdef int N = <int>dyv.shape[0], F = <int>dyv.shape[1], kh = W.shape[2], kw = W.shape[3]
     cdef Py_ssize_t P = dyv.shape[2] * dyv.shape[3]
-    if N == 0 or F == 0 or P == 0:  # no output: every gradient is zero
-        dW[...] = 0
-        db[...] = 0
-        dx[...] = 0
-        return
     with nogil:
         _planes_to_rows(&dyv[0, 0, 0, 0], N, F, P, &dytv[0, 0], &dbv[0])
     np.matmul(dyt.T, cols, out=dW.reshape(F, -1))
+    if dx is None:
+        return
+    dxv = dx
     np.matmul(dyt, W.reshape(F, -1), out=dcols)
     with nogil:
         _col2im(&dcolsv[0, 0], N, <int>dxv.shape[1], <int>dxv.shape[2], <int>dxv.shape[3],

@@ -1,7 +1,9 @@
-"""Dense (affine) layer for the Cython backend: the fused bias + activation epilogue and the bias
-gradient; the GEMMs run in NumPy/BLAS. act codes: 0 none, 1 relu, 2 sigmoid."""
+"""Dense (affine) layer for the Cython backend: the GEMMs (NumPy's BLAS, called from our threads:
+_gemm.pxi), the fused bias + activation epilogue and the bias gradient. act codes: 0 none, 1 relu,
+2 sigmoid."""
 
 include "_parallel.pxi"
+include "_gemm.pxi"
 
 import numpy as np
 from libc.math cimport fabsf
@@ -121,22 +123,43 @@ def bias_add_act(float[:, ::1] y, const float[::1] b, int act):
 
 
 def dense_forward(x, W, b, int act, y):
-    """y = act(x @ W + b): the GEMM in BLAS, then the fused epilogue."""
-    np.matmul(x, W, out=y)
+    """y = act(x @ W + b): the GEMM, then the fused epilogue."""
+    cdef const float[:, ::1] xv = x
+    cdef const float[:, ::1] Wv = W
+    cdef float[:, ::1] yv = y
+    cdef Py_ssize_t N = xv.shape[0], K = xv.shape[1], M = Wv.shape[1]
+    if _sgemm == NULL or N == 0 or K == 0 or M == 0:
+        np.matmul(x, W, out=y)
+    else:
+        with nogil:
+            _gemm_parts(False, False, N, M, K, 1, &xv[0, 0], K, &Wv[0, 0], M, 0, &yv[0, 0], M)
     bias_add_act(y, b, act)
 
 
 def dense_backward(dy, x, W, dx, dW, db):
     """dx = dy @ W.T (skipped when dx is None); dW = x.T @ dy; db = column sums of dy."""
     cdef const float[:, ::1] dyv = dy
+    cdef const float[:, ::1] xv = x
+    cdef const float[:, ::1] Wv = W
+    cdef float[:, ::1] dWv = dW
+    cdef float[:, ::1] dxv
     cdef float[::1] dbv = db
-    if dx is not None:
-        np.matmul(dy, W.T, out=dx)
-    np.matmul(x.T, dy, out=dW)
-    if dyv.shape[1] == 0:
+    cdef Py_ssize_t N = xv.shape[0], K = xv.shape[1], M = Wv.shape[1]
+    if _sgemm == NULL or N == 0 or K == 0 or M == 0:
+        if dx is not None:
+            np.matmul(dy, W.T, out=dx)
+        np.matmul(x.T, dy, out=dW)
+    else:
+        if dx is not None:
+            dxv = dx
+            with nogil:
+                _gemm_parts(False, True, N, K, M, 1, &dyv[0, 0], M, &Wv[0, 0], M, 0, &dxv[0, 0], K)
+        with nogil:
+            _gemm_parts(True, False, K, M, N, 1, &xv[0, 0], K, &dyv[0, 0], M, 0, &dWv[0, 0], M)
+    if M == 0:
         return
-    if dyv.shape[0] == 0:
+    if N == 0:
         db[...] = 0
         return
     with nogil:
-        _colsum(&dyv[0, 0], dyv.shape[0], dyv.shape[1], &dbv[0])
+        _colsum(&dyv[0, 0], N, M, &dbv[0])

@@ -14,7 +14,9 @@ from .optim import adagrad_update, adam_update, rmsprop_update, sgd_update
 from .pool import maxpool2d_backward, maxpool2d_forward
 
 
-from ._threads import get_num_threads, openmp_enabled, set_num_threads
+from ._threads import _extensions, direct_blas, get_num_threads, openmp_enabled, set_num_threads
+
+_extensions()  # give the modules that multiply matrices NumPy's cblas_sgemm
 
 __all__ = [
     "adagrad_update", "adam_update", "batchnorm_backward", "batchnorm_forward_infer",

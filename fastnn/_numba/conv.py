@@ -439,5 +439,7 @@ def conv2d_backward(dy, cols, W, stride, pad, dx, dW, db, dyt, dcols):
     else:
         _transpose_db_noscratch(dy, dyt, db, nPB)
     np.matmul(dyt.T, cols, out=dW.reshape(F, -1))
+    if dx is None:  # the first layer: nobody needs dL/dx
+        return
     np.matmul(dyt, W.reshape(F, -1), out=dcols)
     col2im(dcols, kh, kw, stride, pad, dx)

@@ -82,9 +82,10 @@ def conv2d_forward(x, W, b, stride=1, pad=0, *, ws: Workspace | None = None) -> 
 
 
 def conv2d_backward(dy, x, W, stride=1, pad=0, *, ws: Workspace | None = None,
-                    cols: np.ndarray | None = None):
+                    cols: np.ndarray | None = None, need_dx: bool = True):
     """(dx, dW, db) for dy = dL/dy. `cols` may pass the im2col of x that forward left in its
-    workspace (`ws["cols"]`), saving one im2col."""
+    workspace (`ws["cols"]`), saving one im2col. With need_dx=False, dx is not computed and
+    None is returned in its place (the first layer of a network)."""
     x, W, stride, pad, OH, OW = _conv_args(x, W, stride, pad)
     F, C, kh, kw = W.shape
     N = x.shape[0]
@@ -97,7 +98,7 @@ def conv2d_backward(dy, x, W, stride=1, pad=0, *, ws: Workspace | None = None,
     else:
         cols = as_float32("cols", cols, ndim=2)
         same_shape("cols", cols, (rows, k), "im2col of x")
-    dx = buffer(ws, "dx", x.shape)
+    dx = buffer(ws, "dx", x.shape) if need_dx else None
     dW = buffer(ws, "dW", W.shape)
     db = buffer(ws, "db", (F,))
     dyt = buffer(ws, "gemm", (rows, F))

@@ -44,7 +44,8 @@ class Conv2D(Layer):
 
     def backward(self, dy):
         dx, _, _ = K.conv2d_backward(dy, self.x, self.params["W"], self.stride, self.padding,
-                                     ws=self.ws, cols=self.ws["cols"])
+                                     ws=self.ws, cols=self.ws["cols"],
+                                     need_dx=getattr(self, "need_dx", True))
         return dx
 
     def output_shape(self, input_shape):

@@ -46,5 +46,7 @@ def conv2d_backward(dy, cols, W, stride, pad, dx, dW, db, dyt, dcols):
     dyt[...] = dy.transpose(0, 2, 3, 1).reshape(-1, F)  # (N*OH*OW, F)
     db[...] = dyt.sum(axis=0)
     np.matmul(dyt.T, cols, out=dW.reshape(F, -1))
+    if dx is None:  # skipped: nobody needs dL/dx (the first layer)
+        return
     np.matmul(dyt, W.reshape(F, -1), out=dcols)
     col2im(dcols, kh, kw, stride, pad, dx)

@@ -1,0 +1,92 @@
+# fastnn Cython kernels: GEMM through NumPy's own BLAS, called from our threads.  Included (after
+# _parallel.pxi) by the modules whose kernels multiply matrices:
+#
+#     include "_gemm.pxi"
+#
+# It gives the module:
+#   _sgemm               the cblas_sgemm of NumPy's BLAS (NULL until fastnn._cython sets it from
+#                        fastnn._blas.sgemm_pointer(); then every call below is legal)
+#   _set_sgemm(address)  / _has_sgemm()   Python-level setter and test
+#   _gemm(...)           one row-major sgemm call on the calling thread (BLAS runs single-threaded:
+#                        fastnn.backend sets its pool to 1 thread while a compiled backend is in use)
+#   _gemm_parts(...)     C = alpha op(A) op(B) + beta C split into independent blocks of rows or
+#                        columns run over the OpenMP threads.  The split depends on the shape only,
+#                        never on the thread count, so the bits never depend on it either (BLAS's
+#                        result for an element can change with the block it lands in).
+#
+# Why not np.matmul: NumPy's BLAS threads and our OpenMP threads then take turns on the same cores,
+# each pool spinning while the other works (see fastnn/_blas.py for the measurements).
+
+ctypedef long long _blasint
+
+ctypedef void (*_sgemm_fn)(int order, int transa, int transb, _blasint M, _blasint N, _blasint K,
+                           float alpha, const float* A, _blasint lda, const float* B, _blasint ldb,
+                           float beta, float* C, _blasint ldc) noexcept nogil
+
+cdef _sgemm_fn _sgemm = NULL
+
+cdef enum:
+    _ROW_MAJOR = 101
+    _NO_TRANS = 111
+    _TRANS = 112
+    _GEMM_PART_FLOPS = 1 << 21   # at least ~2 MFLOP per block, else fewer blocks
+    _GEMM_MAX_PARTS = 8
+
+
+def _set_sgemm(size_t address):
+    """Use the cblas_sgemm at `address` (0: none; the module's kernels then use np.matmul)."""
+    global _sgemm
+    _sgemm = <_sgemm_fn>address
+
+
+def _has_sgemm():
+    return _sgemm != NULL
+
+
+cdef inline void _gemm(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, float alpha,
+                       const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb, float beta,
+                       float* C, Py_ssize_t ldc) noexcept nogil:
+    # C (M, N) = alpha op(A) op(B) + beta C, row-major; op(A) is (M, K), op(B) is (K, N).
+    _sgemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, M, N, K, alpha,
+           A, lda, B, ldb, beta, C, ldc)
+
+
+cdef inline int _gemm_nparts(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept nogil:
+    # A power of two (so 2 and 4 threads split evenly), from the shape alone.
+    cdef double flops = 2.0 * M * N * K
+    cdef Py_ssize_t dim = M if M >= N else N
+    cdef int parts = 1
+    while (parts < _GEMM_MAX_PARTS and flops >= 2.0 * parts * _GEMM_PART_FLOPS
+           and dim >= 64 * parts):
+        parts *= 2
+    return parts
+
+
+cdef inline void _gemm_part(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                            float alpha, const float* A, Py_ssize_t lda, const float* B,
+                            Py_ssize_t ldb, float beta, float* C, Py_ssize_t ldc, int part,
+                            int parts) noexcept nogil:
+    cdef Py_ssize_t lo, hi
+    if M >= N:  # rows of C: rows of op(A)
+        lo = M * part // parts
+        hi = M * (part + 1) // parts
+        _gemm(ta, tb, hi - lo, N, K, alpha, A + (lo if ta else lo * lda), lda, B, ldb, beta,
+              C + lo * ldc, ldc)
+    else:  # columns of C: columns of op(B), in multiples of 16 (whole cache lines of C)
+        lo = (N * part // parts) // 16 * 16
+        hi = N if part == parts - 1 else (N * (part + 1) // parts) // 16 * 16
+        if hi > lo:
+            _gemm(ta, tb, M, hi - lo, K, alpha, A, lda, B + (lo * ldb if tb else lo), ldb, beta,
+                  C + lo, ldc)
+
+
+cdef void _gemm_parts(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, float alpha,
+                      const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb, float beta,
+                      float* C, Py_ssize_t ldc) noexcept nogil:
+    cdef int part, parts = _gemm_nparts(M, N, K)
+    if parts > 1 and _nthreads > 1:
+        for part in prange(parts, schedule="static", num_threads=_nthreads):
+            _gemm_part(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, part, parts)
+    else:
+        for part in range(parts):
+            _gemm_part(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, part, parts)
