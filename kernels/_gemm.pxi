@@ -85,7 +85,7 @@ cdef void _gemm_parts(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K
                       float* C, Py_ssize_t ldc) noexcept nogil:
     cdef int part, parts = _gemm_nparts(M, N, K)
     if parts > 1 and _nthreads > 1:
-        for part in prange(parts, schedule="static", num_threads=_nthreads):
+        for part in prange(parts, schedule="dynamic", num_threads=_nthreads):
             _gemm_part(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, part, parts)
     else:
         for part in range(parts):
