@@ -171,3 +171,27 @@ def test_workspace_reuses_buffers(backend_name, rng):
     dx, dW, db = K.conv2d_backward(np.ones_like(y1), x, Wt, 1, 1, ws=ws, cols=ws["cols"])
     with pytest.raises(ValueError, match="cols"):
         K.conv2d_backward(np.ones_like(y1), x, Wt, 1, 1, cols=np.zeros((3, 3), np.float32))
+
+
+@pytest.mark.parametrize("first, second", [("cython", "numpy"), ("numpy", "cython"),
+                                           ("cython", "numba"), ("numba", "cython")])
+def test_columns_kept_by_one_backend_are_never_misread_by_another(first, second, rng):
+    # The Cython backend keeps its columns per image as (C*kh*kw, OH*OW) planes, the others as
+    # im2col rows: a backward on another backend than the forward must not read them as its own.
+    from conftest import _require
+    from fastnn import backend
+
+    for name in (first, second):
+        _require(name)
+    x, Wt = randn(rng, 5, 3, 9, 8), randn(rng, 4, 3, 3, 3)
+    b = randn(rng, 4)
+    ws = K.Workspace()
+    with backend.using(first):
+        y = K.conv2d_forward(x, Wt, b, 1, 1, ws=ws)
+    dy = randn(rng, *y.shape)
+    with backend.using(second):
+        got = [a.copy() for a in K.conv2d_backward(dy, x, Wt, 1, 1, ws=ws, cols=ws["cols"])]
+    with backend.using("numpy"):
+        want = K.conv2d_backward(dy, x, Wt, 1, 1)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)

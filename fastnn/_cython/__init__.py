@@ -5,7 +5,8 @@ fails with ImportError when the extensions were not built; fastnn.backend then f
 """
 
 from .activations import relu, relu_backward, sigmoid, sigmoid_backward, softmax, tanh, tanh_backward
-from .conv import col2im, conv2d_backward, conv2d_forward, im2col
+from . import conv as _conv
+from .conv import col2im, conv2d_backward, conv2d_forward, conv_cols, im2col
 from .dense import bias_add_act, dense_backward, dense_forward
 from .dropout import dropout_backward, dropout_forward
 from .losses import mse, sigmoid_binary_cross_entropy, softmax_cross_entropy
@@ -18,10 +19,16 @@ from ._threads import _extensions, direct_blas, get_num_threads, openmp_enabled,
 
 _extensions()  # give the modules that multiply matrices NumPy's cblas_sgemm
 
+
+def conv_cols_layout() -> str:
+    """The layout of the columns conv2d_forward keeps for conv2d_backward: "planes" (per image
+    (C*kh*kw, OH*OW), when the GEMMs run per image through the direct BLAS), else "rows"."""
+    return _conv.CONV_COLS_LAYOUT
+
 __all__ = [
     "adagrad_update", "adam_update", "batchnorm_backward", "batchnorm_forward_infer",
     "batchnorm_forward_train", "bias_add_act", "col2im", "conv2d_backward", "conv2d_forward",
-    "dense_backward", "dense_forward", "dropout_backward", "dropout_forward", "im2col",
+    "conv_cols", "conv_cols_layout", "dense_backward", "dense_forward", "dropout_backward", "dropout_forward", "im2col",
     "maxpool2d_backward", "maxpool2d_forward", "mse", "relu", "relu_backward", "rmsprop_update",
     "sgd_update", "sigmoid", "sigmoid_backward", "sigmoid_binary_cross_entropy", "softmax",
     "softmax_cross_entropy", "tanh", "tanh_backward",

@@ -18,6 +18,8 @@ def _extensions() -> list:
         for mod in mods:
             if hasattr(mod, "_set_sgemm"):
                 mod._set_sgemm(address)
+            if hasattr(mod, "CONV_COLS_LAYOUT"):  # conv's per-image GEMMs need the pointer
+                mod.CONV_COLS_LAYOUT = "planes" if address else "rows"
         _modules.extend(mods)
     return _modules
 

@@ -63,12 +63,19 @@ def same_shape(name: str, a: np.ndarray, shape: tuple[int, ...], other: str) -> 
         raise ValueError(f"{name}: expected shape {tuple(shape)} (the shape of {other}), got {a.shape}")
 
 
-def positive_int(name: str, v, minimum: int = 1) -> int:
+# Sizes, strides and counts reach the compiled kernels as C ints: larger values are refused here
+# (a clear ValueError) instead of overflowing there.
+INT_MAX = 2**31 - 1
+
+
+def positive_int(name: str, v, minimum: int = 1, maximum: int = INT_MAX) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name}: expected an integer >= {minimum}, got {v!r}")
     v = int(v)
     if v < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {v}")
+    if v > maximum:
+        raise ValueError(f"{name}: expected an integer >= {minimum} and <= {maximum}, got {v}")
     return v
 
 
@@ -110,6 +117,9 @@ def nonempty(name: str, a: np.ndarray) -> None:
 
 
 def conv_out_size(size: int, k: int, stride: int, pad: int, what: str) -> int:
+    if size + 2 * pad > INT_MAX:
+        raise ValueError(f"pad: expected a padded {what} (input {size} + 2*pad) <= {INT_MAX}, got "
+                         f"pad {pad}")
     if k > size + 2 * pad:
         raise ValueError(f"kernel: expected {what} kernel size <= padded input size {size + 2 * pad} "
                          f"(input {size} + 2*pad {pad}), got {k}")
@@ -121,11 +131,12 @@ class Workspace:
     stays the same, so a training loop allocates once per shape. Kernels given a workspace return
     its buffers: the next call with the same workspace overwrites them."""
 
-    __slots__ = ("_bufs", "_children")
+    __slots__ = ("_bufs", "_children", "_tags")
 
     def __init__(self) -> None:
         self._bufs: dict[str, np.ndarray] = {}
         self._children: dict[str, Workspace] = {}
+        self._tags: dict[str, object] = {}
 
     def child(self, name: str) -> Workspace:
         """A separate named workspace, for a second kernel whose buffer names would collide."""
@@ -140,6 +151,14 @@ class Workspace:
             buf = np.empty(shape, dtype=dtype)
             self._bufs[name] = buf
         return buf
+
+    def tag(self, name: str, value) -> None:
+        """Note what the buffer `name` holds now (e.g. the layout a kernel wrote it in)."""
+        self._tags[name] = value
+
+    def tagged(self, name: str):
+        """The note of `tag`, or None."""
+        return self._tags.get(name)
 
     def bind(self, name: str, array: np.ndarray) -> None:
         """Make `name` an existing array (e.g. a gradient view into a flat buffer), so a kernel
@@ -159,6 +178,7 @@ class Workspace:
     def clear(self) -> None:
         self._bufs.clear()
         self._children.clear()
+        self._tags.clear()
 
 
 def buffer(ws: Workspace | None, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from ..backend import impl
 from ._check import (Workspace, as_float32, buffer, conv_out_size, nonempty, positive_int,
                      same_shape)
@@ -66,8 +67,25 @@ def _conv_args(x, W, stride, pad):
     return x, W, stride, pad, OH, OW
 
 
+def cols_layout(kernel: str = "conv2d_backward") -> str:
+    """The layout of the columns the backend running `kernel` keeps between conv2d_forward and
+    conv2d_backward: "rows" (im2col's, (N*OH*OW, C*kh*kw)) or "planes" (per image (C*kh*kw,
+    OH*OW), the Cython backend's). Same size either way."""
+    layout = getattr(backend._load(backend.resolve(kernel)), "conv_cols_layout", None)
+    return "rows" if layout is None else layout()
+
+
+def _conv_cols(x, kh, kw, stride, pad, cols, layout):
+    if layout == "rows":
+        impl("im2col")(x, kh, kw, stride, pad, cols)
+    else:
+        backend._load(backend.resolve("conv2d_backward")).conv_cols(x, kh, kw, stride, pad, cols)
+
+
 def conv2d_forward(x, W, b, stride=1, pad=0, *, ws: Workspace | None = None) -> np.ndarray:
-    """y[n, f] = sum_c x[n, c] (cross-correlated with) W[f, c] + b[f]; NCHW in and out."""
+    """y[n, f] = sum_c x[n, c] (cross-correlated with) W[f, c] + b[f]; NCHW in and out. With a
+    workspace, ws["cols"] keeps the columns of x for conv2d_backward (in the backend's layout,
+    see `cols_layout`, noted in the workspace)."""
     x, W, stride, pad, OH, OW = _conv_args(x, W, stride, pad)
     F = W.shape[0]
     b = as_float32("b", b, ndim=1)
@@ -78,26 +96,35 @@ def conv2d_forward(x, W, b, stride=1, pad=0, *, ws: Workspace | None = None) -> 
     cols = buffer(ws, "cols", (rows, k))
     tmp = buffer(ws, "gemm", (rows, F))
     impl("conv2d_forward")(x, W, b, stride, pad, y, cols, tmp)
+    if ws is not None:
+        ws.tag("cols", cols_layout("conv2d_forward"))
     return y
 
 
 def conv2d_backward(dy, x, W, stride=1, pad=0, *, ws: Workspace | None = None,
                     cols: np.ndarray | None = None, need_dx: bool = True):
-    """(dx, dW, db) for dy = dL/dy. `cols` may pass the im2col of x that forward left in its
-    workspace (`ws["cols"]`), saving one im2col. With need_dx=False, dx is not computed and
-    None is returned in its place (the first layer of a network)."""
+    """(dx, dW, db) for dy = dL/dy. `cols` may pass the columns of x that conv2d_forward left in
+    the workspace (`ws["cols"]`), saving their computation; any other `cols` is taken as im2col(x)
+    (and recomputed when the backend keeps another layout). With need_dx=False, dx is not
+    computed and None is returned in its place (the first layer of a network)."""
     x, W, stride, pad, OH, OW = _conv_args(x, W, stride, pad)
     F, C, kh, kw = W.shape
     N = x.shape[0]
     dy = as_float32("dy", dy, ndim=4)
     same_shape("dy", dy, (N, F, OH, OW), "the conv2d_forward output")
     rows, k = N * OH * OW, C * kh * kw
-    if cols is None:
-        cols = buffer(ws, "cols", (rows, k))
-        impl("im2col")(x, kh, kw, stride, pad, cols)
-    else:
+    layout = cols_layout()
+    if cols is not None:
         cols = as_float32("cols", cols, ndim=2)
         same_shape("cols", cols, (rows, k), "im2col of x")
+        given = ws.tagged("cols") if ws is not None and "cols" in ws and cols is ws["cols"] else "rows"
+        if given != layout:  # not what this backend reads: compute its own
+            cols = None
+    if cols is None:
+        cols = buffer(ws, "cols", (rows, k))
+        _conv_cols(x, kh, kw, stride, pad, cols, layout)
+        if ws is not None:
+            ws.tag("cols", layout)
     dx = buffer(ws, "dx", x.shape) if need_dx else None
     dW = buffer(ws, "dW", W.shape)
     db = buffer(ws, "db", (F,))
