@@ -4,8 +4,17 @@ Same functions and signatures as fastnn.reference (see docs/backends.md). Import
 fails with ImportError when the extensions were not built; fastnn.backend then falls back.
 """
 
-from .activations import relu, relu_backward, sigmoid, sigmoid_backward, softmax, tanh, tanh_backward
 from . import conv as _conv
+from ._threads import _extensions, direct_blas, get_num_threads, openmp_enabled, set_num_threads
+from .activations import (
+    relu,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    softmax,
+    tanh,
+    tanh_backward,
+)
 from .conv import col2im, conv2d_backward, conv2d_forward, conv_cols, im2col
 from .dense import bias_add_act, dense_backward, dense_forward
 from .dropout import dropout_backward, dropout_forward
@@ -13,9 +22,6 @@ from .losses import mse, sigmoid_binary_cross_entropy, softmax_cross_entropy
 from .norm import batchnorm_backward, batchnorm_forward_infer, batchnorm_forward_train
 from .optim import adagrad_update, adam_update, rmsprop_update, sgd_update
 from .pool import maxpool2d_backward, maxpool2d_forward
-
-
-from ._threads import _extensions, direct_blas, get_num_threads, openmp_enabled, set_num_threads
 
 _extensions()  # give the modules that multiply matrices NumPy's cblas_sgemm
 
@@ -25,11 +31,13 @@ def conv_cols_layout() -> str:
     (C*kh*kw, OH*OW), when the GEMMs run per image through the direct BLAS), else "rows"."""
     return _conv.CONV_COLS_LAYOUT
 
+
 __all__ = [
     "adagrad_update", "adam_update", "batchnorm_backward", "batchnorm_forward_infer",
     "batchnorm_forward_train", "bias_add_act", "col2im", "conv2d_backward", "conv2d_forward",
-    "conv_cols", "conv_cols_layout", "dense_backward", "dense_forward", "dropout_backward", "dropout_forward", "im2col",
-    "maxpool2d_backward", "maxpool2d_forward", "mse", "relu", "relu_backward", "rmsprop_update",
-    "sgd_update", "sigmoid", "sigmoid_backward", "sigmoid_binary_cross_entropy", "softmax",
-    "softmax_cross_entropy", "tanh", "tanh_backward",
+    "conv_cols", "conv_cols_layout", "dense_backward", "dense_forward", "direct_blas",
+    "dropout_backward", "dropout_forward", "get_num_threads", "im2col", "maxpool2d_backward",
+    "maxpool2d_forward", "mse", "openmp_enabled", "relu", "relu_backward", "rmsprop_update",
+    "set_num_threads", "sgd_update", "sigmoid", "sigmoid_backward",
+    "sigmoid_binary_cross_entropy", "softmax", "softmax_cross_entropy", "tanh", "tanh_backward",
 ]

@@ -6,8 +6,7 @@ import numpy as np
 
 from .. import backend
 from ..backend import impl
-from ._check import (Workspace, as_float32, buffer, conv_out_size, nonempty, positive_int,
-                     same_shape)
+from ._check import Workspace, as_float32, buffer, conv_out_size, nonempty, positive_int, same_shape
 
 
 def _geometry(x_shape, kh, kw, stride, pad):
@@ -117,7 +116,8 @@ def conv2d_backward(dy, x, W, stride=1, pad=0, *, ws: Workspace | None = None,
     if cols is not None:
         cols = as_float32("cols", cols, ndim=2)
         same_shape("cols", cols, (rows, k), "im2col of x")
-        given = ws.tagged("cols") if ws is not None and "cols" in ws and cols is ws["cols"] else "rows"
+        kept = ws is not None and "cols" in ws and cols is ws["cols"]
+        given = ws.tagged("cols") if kept else "rows"
         if given != layout:  # not what this backend reads: compute its own
             cols = None
     if cols is None:
