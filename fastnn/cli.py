@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import platform
 import sys
@@ -86,11 +88,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.backend:
         backend.use(args.backend)
-    if args.threads:
+    dist = None
+    if args.distributed:  # one replica per rank of mpiexec; rank 0 prints and writes
+        from fastnn import distributed as dist
+
+        dist.init(threads=args.threads)  # default: the node's cores shared among its ranks
+    elif args.threads:
         backend.set_num_threads(args.threads)
+    root = dist is None or dist.is_root()
+    say = print if root else (lambda *a, **k: None)
     try:
         os.makedirs(args.out, exist_ok=True)
-        probe = os.path.join(args.out, ".write-test")
+        probe = os.path.join(args.out, f".write-test-{os.getpid()}")
         with open(probe, "w"):
             pass
         os.unlink(probe)
@@ -99,12 +108,13 @@ def cmd_train(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        (x_train, y_train), (x_test, y_test) = _load_dataset(args.dataset)
+        with dist.root_first() if dist else contextlib.nullcontext():  # one download, not N
+            (x_train, y_train), (x_test, y_test) = _load_dataset(args.dataset)
     except (OSError, ValueError) as exc:
         print(f"fastnn train: error: --dataset: {exc}", file=sys.stderr)
         return 2
     model = recipes.MODELS[args.model](seed=args.seed)
-    print(model.summary())
+    say(model.summary())
     steps = args.epochs * -(-int(len(x_train) * (1 - args.validation_split)) // args.batch_size)
     lr = args.lr if args.lr is not None else recipes.default_lr(args.model, args.optimizer)
     schedule = CosineDecay(lr, total_steps=max(1, steps), warmup_steps=min(100, steps // 10))
@@ -120,16 +130,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Without a split, the validation curves are measured on the test set (monitoring only:
     # nothing is selected or stopped on it).
     validation = None if args.validation_split else (x_test, y_test)
-    print(f"training {args.model} on {args.dataset}: {len(x_train)} samples, {args.epochs} epochs, "
-          f"batch {args.batch_size}, {args.optimizer} lr {lr} (cosine), augment {args.augment}, "
-          f"backend {backend.current()}, {backend.get_num_threads()} threads")
+    ranks = dist.world_size() if dist else 1
+    say(f"training {args.model} on {args.dataset}: {len(x_train)} samples, {args.epochs} epochs, "
+        f"batch {args.batch_size}, {args.optimizer} lr {lr} (cosine), augment {args.augment}, "
+        f"backend {backend.current()}, {backend.get_num_threads()} threads"
+        + (f" x {ranks} MPI ranks" if dist else ""))
+    fit = model.fit if dist is None else functools.partial(dist.fit, model)
     t0 = time.perf_counter()
-    history = model.fit(x_train, y_train, loss=loss, optimizer=optimizer, epochs=args.epochs,
-                        batch_size=args.batch_size, validation_data=validation,
-                        validation_split=args.validation_split, seed=args.seed,
-                        verbose=args.verbose, augment=augment)
+    history = fit(x_train, y_train, loss=loss, optimizer=optimizer, epochs=args.epochs,
+                  batch_size=args.batch_size, validation_data=validation,
+                  validation_split=args.validation_split, seed=args.seed,
+                  verbose=args.verbose, augment=augment)
     train_time = time.perf_counter() - t0
-    test = model.evaluate(x_test, y_test, loss=loss)
+    test = dist.evaluate(model, x_test, y_test, loss=loss) if dist else \
+        model.evaluate(x_test, y_test, loss=loss)
+    if not root:
+        return 0
     print(f"test loss {test['loss']:.4f}, test accuracy {test['accuracy']:.4f} "
           f"({train_time:.1f} s training)")
     model_path = os.path.join(args.out, "model.npz")
@@ -139,7 +155,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = {"test_loss": test["loss"], "test_accuracy": test["accuracy"],
                "train_seconds": train_time, "model": args.model, "dataset": args.dataset,
                "epochs": args.epochs, "backend": backend.current(),
-               "threads": backend.get_num_threads()}
+               "threads": backend.get_num_threads(), "ranks": ranks}
+    if dist:
+        metrics["timing"] = history.timing
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
     wrote = ["model.npz", "history.json", "metrics.json"]
@@ -207,11 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=os.path.join("runs", "latest"),
                    help="directory for model.npz, history.json, metrics.json, curves.png")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1)
+    p.add_argument("--distributed", action="store_true",
+                   help="data parallel over the ranks of mpiexec (pip install 'fastnn[mpi]'; "
+                        "mpiexec -n 4 fastnn train --distributed): --batch-size stays the global "
+                        "batch, --threads is per rank (default: cores / ranks)")
     p.set_defaults(func=cmd_train)
 
     from fastnn import bench
 
     bench.add_parser(sub)
+    from fastnn import hpsearch
+
+    hpsearch.add_parser(sub)
     return parser
 
 
@@ -221,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if getattr(args, "distributed", False):
+        from fastnn import distributed
+
+        with distributed.abort_on_error():  # an error on one rank must not hang the others
+            return args.func(args)
     return args.func(args)
 
 
