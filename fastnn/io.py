@@ -116,11 +116,16 @@ def _read(path):
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
         raise ModelFileError(f"{path}: not a readable fastnn model file (truncated or not an npz "
                              f"archive: {type(exc).__name__}: {exc})") from exc
+    except MemoryError as exc:  # an array header declaring an absurd shape
+        raise ModelFileError(f"{path}: not a readable fastnn model file (an array is too large "
+                             f"to load: {exc})") from exc
     raw = arrays.pop(HEADER)
     try:
         header = json.loads(raw.tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path}: the architecture header is not valid JSON ({exc})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser's stack (a crafted header)
+        raise ModelFileError(f"{path}: the architecture header is not valid JSON "
+                             f"({type(exc).__name__}: {exc})") from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ModelFileError(f"{path}: expected format {FORMAT!r}, got {header.get('format')!r}"
                              if isinstance(header, dict) else f"{path}: malformed header")
@@ -139,6 +144,36 @@ def _read(path):
     return path, header, arrays
 
 
+# A lower bound on the float32 values each layer type allocates for a config, checked against the
+# values the file holds for that layer *before* the layer is built: a crafted header declaring
+# Dense(10**5, 10**5) must not make load allocate and fill 40 GB.
+def _dense_size(c):
+    return c["in_features"] * c["out_features"]
+
+
+def _conv_size(c):
+    ks = c["kernel_size"]
+    kh, kw = (ks, ks) if isinstance(ks, int) else ks
+    return c["out_channels"] * c["in_channels"] * kh * kw
+
+
+_MIN_VALUES = {"Dense": _dense_size, "Conv2D": _conv_size, "BatchNorm": lambda c: c["num_features"]}
+
+
+def _check_declared_size(path, i, kind, config, arrays):
+    try:
+        declared = int(_MIN_VALUES[kind](config))
+    except (KeyError, TypeError, ValueError):  # no table entry, or a config the layer will refuse
+        return
+    mine = {k: a for k, a in arrays.items() if k.startswith((f"param.{i}.", f"state.{i}."))}
+    stored = sum(a.size for a in mine.values())
+    if declared > stored:
+        shapes = ", ".join(f"{k} {a.shape}" for k, a in mine.items()) or "no arrays"
+        raise ModelFileError(f"{path}: layer {i} ({kind}): config {config} declares at least "
+                             f"{declared} parameters, but the file holds {stored} values for it "
+                             f"({shapes})")
+
+
 def _build(path, header, arrays):
     from .layers import LAYER_TYPES
     from .model import Sequential
@@ -146,12 +181,13 @@ def _build(path, header, arrays):
     layers = []
     for i, entry in enumerate(header.get("layers") or []):
         kind = entry.get("type") if isinstance(entry, dict) else None
-        if kind not in LAYER_TYPES:
+        if not isinstance(kind, str) or kind not in LAYER_TYPES:
             raise ModelFileError(f"{path}: layer {i}: unknown layer type {kind!r}; expected one "
                                  f"of {sorted(LAYER_TYPES)}")
         config = entry.get("config") or {}
         if not isinstance(config, dict):
             raise ModelFileError(f"{path}: layer {i} ({kind}): config must be an object")
+        _check_declared_size(path, i, kind, config, arrays)
         try:
             layer = LAYER_TYPES[kind](**config)
         except (TypeError, ValueError) as exc:
@@ -190,14 +226,22 @@ def load_checkpoint(path):
     path, header, arrays = _read(path)
     model = _build(path, header, arrays)
     opt_header = header.get("optimizer")
+    extra = header.get("extra") or {}
+    if not isinstance(extra, dict):
+        raise ModelFileError(f"{path}: 'extra' must be an object, got {type(extra).__name__}")
     optimizer = None
     if opt_header:
         from .optim import OPTIMIZER_TYPES
         from .schedules import SCHEDULE_TYPES
 
-        cls = OPTIMIZER_TYPES.get(opt_header.get("type"))
+        if not isinstance(opt_header, dict):
+            raise ModelFileError(f"{path}: 'optimizer' must be an object, got "
+                                 f"{type(opt_header).__name__}")
+        kind = opt_header.get("type")
+        cls = OPTIMIZER_TYPES.get(kind) if isinstance(kind, str) else None
         if cls is None:
-            raise ModelFileError(f"{path}: unknown optimizer type {opt_header.get('type')!r}")
+            raise ModelFileError(f"{path}: unknown optimizer type {kind!r}; expected one of "
+                                 f"{sorted(OPTIMIZER_TYPES)}")
         try:
             lr = opt_header["lr"]
             if isinstance(lr, dict):
@@ -209,4 +253,4 @@ def load_checkpoint(path):
             optimizer.load_state_dict(sd)
         except (TypeError, ValueError, KeyError) as exc:
             raise ModelFileError(f"{path}: bad optimizer state: {type(exc).__name__}: {exc}") from exc
-    return model, optimizer, header.get("extra") or {}
+    return model, optimizer, extra

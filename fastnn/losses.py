@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
-from .kernels._check import as_float32
+from .kernels._check import as_float32, labels_int64
 
 
 class Loss:
@@ -86,7 +86,9 @@ class MeanSquaredError(Loss):
         outputs = as_float32("outputs", outputs)
         t = np.asarray(targets)
         if t.shape != outputs.shape and t.ndim == 1 and outputs.ndim == 2 and t.dtype.kind in "iu":
-            t = np.eye(outputs.shape[1], dtype=np.float32)[t]  # labels -> one-hot
+            # labels -> one-hot; checked first, as a label of -1 would silently index the last class
+            t = labels_int64("targets", t, *outputs.shape)
+            t = np.eye(outputs.shape[1], dtype=np.float32)[t]
         loss, self.grad = K.mse(outputs, t, ws=self.ws)
         return loss
 

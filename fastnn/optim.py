@@ -14,6 +14,7 @@ from .params import Parameters
 
 class Optimizer(ABC):
     state_names: tuple[str, ...] = ()
+    _non_negative = ("v", "sum_sq", "sq_avg")  # running sums of squares
 
     def __init__(self, params: Parameters, lr) -> None:
         if not isinstance(params, Parameters):
@@ -55,18 +56,31 @@ class Optimizer(ABC):
             raise TypeError(f"state_dict: expected a dict from state_dict(), got {type(d).__name__}")
         if d.get("type") != type(self).__name__:
             raise ValueError(f"state_dict: expected a {type(self).__name__} state, got {d.get('type')!r}")
-        if int(d.get("size", -1)) != self.params.data.size:
+        size = d.get("size")
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) \
+                or size != self.params.data.size:
             raise ValueError(f"state_dict: expected state for {self.params.data.size} parameters "
-                             f"(this model), got {d.get('size')}")
+                             f"(this model), got {size!r}")
+        # steps feeds Adam's bias correction (step counts from 1): a whole number >= 0
+        steps = d.get("steps")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+            raise ValueError(f"state_dict: steps: expected an integer >= 0, got {steps!r}")
         arrays = {}
         for n in self.state_names:  # check everything before changing anything
             if f"state.{n}" not in d:
                 raise ValueError(f"state_dict: expected an array 'state.{n}', got keys {sorted(d)}")
-            a = np.asarray(d[f"state.{n}"], dtype=np.float32)
+            a = np.asarray(d[f"state.{n}"])
+            if a.dtype.kind not in "fiu":
+                raise TypeError(f"state_dict: state.{n}: expected a float array, got dtype "
+                                f"{a.dtype}")
             if a.shape != self.state[n].shape:
                 raise ValueError(f"state_dict: {n} expected shape {self.state[n].shape}, got {a.shape}")
-            arrays[n] = a
-        steps = int(d["steps"])
+            if not np.isfinite(a).all() or (n in self._non_negative and (a < 0).any()):
+                want = "finite values >= 0" if n in self._non_negative else "finite values"
+                raise ValueError(f"state_dict: state.{n}: expected {want}, got NaN, infinity"
+                                 f"{' or negative values' if n in self._non_negative else ''}")
+            arrays[n] = a.astype(np.float32)
+        steps = int(steps)
         for n, a in arrays.items():
             self.state[n][...] = a
         self.steps = steps
