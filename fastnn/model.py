@@ -23,6 +23,14 @@ class Sequential(training.TrainingMixin):
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         self._plan()
         self._params = Parameters(layers)
+        self._train_plans: dict = {}  # train_on_batch / predict_on_batch steps per input shape
+        self._predict_plans: dict = {}
+
+    def __getstate__(self) -> dict:
+        # A plan's kernel calls hold this model's arrays: a copy must build its own.
+        state = self.__dict__.copy()
+        state["_train_plans"], state["_predict_plans"] = {}, {}
+        return state
 
     def _plan(self) -> None:
         """Initialise "auto" layers for the activation that follows them (He before ReLU), and

@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from . import backend
+from ._steps import MAX_PLANS, StepPlan
 from .kernels._check import as_float32, finite_float, positive_int
 
 
@@ -85,19 +87,46 @@ class TrainingMixin:
         return value, out
 
     def train_on_batch(self, x, y, *, loss, optimizer) -> float:
-        """One training step on one batch; returns the batch loss. Workspaces are reused, so a
-        warm step allocates nothing but small temporaries."""
+        """One training step on one batch; returns the batch loss.
+
+        For embedding in a loop: the first call for an input shape (and loss, optimizer,
+        backend) is validated and allocates; later calls with NumPy arrays of the same shapes and
+        dtypes reuse that call's buffers and skip all checks but those that protect memory (the
+        shapes, and the range of integer labels), so a warm step allocates no arrays."""
+        if type(x) is np.ndarray and type(y) is np.ndarray:
+            key = (x.shape, x.dtype, y.shape, y.dtype)
+            plan = self._train_plans.get(key)
+            if (plan is not None and plan.loss is loss and plan.optimizer is optimizer
+                    and plan.backend == backend.current()):
+                return plan.train(x, y)
+        else:
+            key = None
         self._check_optimizer(optimizer)
-        x, y = _check_xy(x, y)
-        return self._step(x, y, loss, optimizer)[0]
+        xv, yv = _check_xy(x, y)
+        value, out = self._step(xv, yv, loss, optimizer)
+        if key is not None:
+            _remember(self._train_plans, key, StepPlan(self, x, out.shape, y, loss, optimizer))
+        return value
 
     def predict_on_batch(self, x, copy: bool = False) -> np.ndarray:
-        """Inference-mode outputs for one batch. Without copy=True the result is the last layer's
-        buffer, overwritten by the next call."""
-        x = as_float32("x", x)
+        """Inference-mode outputs for one batch. Without copy=True the result is a buffer that
+        the next call with the same input shape overwrites (so a warm call allocates nothing);
+        copy=True returns a fresh array. The first call for an input shape is validated; later
+        calls with a NumPy array of that shape and dtype skip the checks (as train_on_batch)."""
+        if type(x) is np.ndarray:
+            key = (x.shape, x.dtype)
+            plan = self._predict_plans.get(key)
+            if plan is not None and plan.backend == backend.current():
+                out = plan.predict(x)
+                return out.copy() if copy else out
+        else:
+            key = None
+        out = as_float32("x", x)
         for layer in self.layers:
-            x = layer.forward(x, False)
-        return x.copy() if copy else x
+            out = layer.forward(out, False)
+        if key is not None:
+            _remember(self._predict_plans, key, StepPlan(self, x, out.shape))
+        return out.copy() if copy else out
 
     def evaluate(self, x, y, *, loss, batch_size: int = 256) -> dict:
         """{"loss": mean loss, "accuracy": fraction correct} over (x, y), in inference mode."""
@@ -200,6 +229,12 @@ class TrainingMixin:
                 break
         cbs.on_train_end()
         return history
+
+
+def _remember(plans: dict, key, plan) -> None:
+    if len(plans) >= MAX_PLANS:  # many input shapes: start afresh rather than grow
+        plans.clear()
+    plans[key] = plan
 
 
 def _progress(verbose, steps, epoch, epochs):

@@ -64,10 +64,12 @@ class Layer(ABC):
         """Constructor arguments, for saving the architecture as JSON."""
         return {}
 
-    def bind_grads(self) -> None:
-        """Let kernels write gradients straight into `grads` (workspace buffer "d<name>")."""
+    def bind_grads(self, ws: Workspace | None = None) -> None:
+        """Let kernels write gradients straight into `grads` (buffer "d<name>" of `ws`, by
+        default the layer's own workspace)."""
+        ws = self.ws if ws is None else ws
         for name, g in self.grads.items():
-            self.ws.bind("d" + name, g)
+            ws.bind("d" + name, g)
 
     def _new_params(self, **arrays: np.ndarray) -> None:
         for name, a in arrays.items():
