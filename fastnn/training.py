@@ -61,6 +61,13 @@ def predict(model, x, batch_size: int = 256) -> np.ndarray:
     return out
 
 
+def _check_loss(loss):
+    if isinstance(loss, type) or not all(
+            callable(getattr(loss, m, None)) for m in ("forward", "backward", "accuracy")):
+        raise TypeError(f"loss: expected a loss object such as fastnn.losses.SoftmaxCrossEntropy(), "
+                        f"got {loss!r}")
+
+
 class TrainingMixin:
     """fit / evaluate / train_on_batch / predict_on_batch for Sequential."""
 
@@ -102,6 +109,7 @@ class TrainingMixin:
         else:
             key = None
         self._check_optimizer(optimizer)
+        _check_loss(loss)
         xv, yv = _check_xy(x, y)
         value, out = self._step(xv, yv, loss, optimizer)
         if key is not None:
@@ -130,6 +138,7 @@ class TrainingMixin:
 
     def evaluate(self, x, y, *, loss, batch_size: int = 256) -> dict:
         """{"loss": mean loss, "accuracy": fraction correct} over (x, y), in inference mode."""
+        _check_loss(loss)
         x, y = _check_xy(x, y)
         batch_size = positive_int("batch_size", batch_size)
         total, correct = 0.0, 0.0
@@ -157,10 +166,12 @@ class TrainingMixin:
         from .callbacks import CallbackList
 
         self._check_optimizer(optimizer)
+        _check_loss(loss)
         if augment is not None and not callable(augment):
             raise TypeError(f"augment: expected a callable f(x_batch, rng), got {type(augment).__name__}")
         x, y = _check_xy(x, y)
         epochs = positive_int("epochs", epochs, minimum=0)
+        initial_epoch = positive_int("initial_epoch", initial_epoch, minimum=0)
         batch_size = positive_int("batch_size", batch_size)
         validation_split = finite_float("validation_split", validation_split, 0.0, 1.0, max_open=True)
         if validation_data is None and validation_split > 0:
@@ -174,9 +185,17 @@ class TrainingMixin:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data: expected a pair (x_val, y_val)")
             validation_data = _check_xy(*validation_data, "validation_data[0]", "validation_data[1]")
-        rng = np.random.default_rng(seed)
+        try:
+            rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"seed: expected None, an int or a numpy.random.Generator, got "
+                            f"{seed!r}") from exc
         if rng_state is not None:
-            rng.bit_generator.state = rng_state
+            try:
+                rng.bit_generator.state = rng_state
+            except (TypeError, ValueError, KeyError) as exc:
+                raise ValueError(f"rng_state: expected the generator state saved by "
+                                 f"ModelCheckpoint (extra['fit_rng_state']), got {exc}") from exc
         cbs = CallbackList(callbacks, model=self, optimizer=optimizer)
         history = History()
         self.stop_training = False

@@ -38,8 +38,21 @@ def init_std(init, fan_in: int, fan_out: int, activation: str | None) -> float:
     return float(init)
 
 
+class ForwardFirstError(RuntimeError, AttributeError):
+    """backward() before forward(): what backward needs was never kept. An AttributeError too,
+    so hasattr() on a fresh layer stays False."""
+
+
 class Layer(ABC):
     """Base class: parameter-free layers only override forward/backward."""
+
+    _KEPT_BY_FORWARD = ("x", "y", "x_shape", "argmax", "mean", "invstd")
+
+    def __getattr__(self, name):  # only called when normal lookup fails
+        if name in Layer._KEPT_BY_FORWARD:
+            raise ForwardFirstError(f"{type(self).__name__}.backward() called before forward() "
+                                    f"(nothing kept in {name!r} yet)")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}

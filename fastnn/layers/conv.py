@@ -35,6 +35,7 @@ class Conv2D(Layer):
         self._new_params(W=W * np.float32(std), b=np.zeros(self.out_channels, np.float32))
 
     def forward(self, x, train=True):
+        x = K._check.as_float32("x", x)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2D: expected input of shape (N, {self.in_channels}, H, W), got "
                              f"{getattr(x, 'shape', type(x).__name__)}")

@@ -28,6 +28,7 @@ class Dense(Layer):
         self._new_params(W=W * np.float32(std), b=np.zeros(self.out_features, np.float32))
 
     def forward(self, x, train=True):
+        x = K._check.as_float32("x", x)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"Dense: expected input of shape (N, {self.in_features}), got "
                              f"{getattr(x, 'shape', type(x).__name__)}")

@@ -22,6 +22,7 @@ class BatchNorm(Layer):
                       "running_var": np.ones(num_features, np.float32)}
 
     def forward(self, x, train=True):
+        x = K._check.as_float32("x", x)
         if x.ndim not in (2, 4) or x.shape[1] != self.num_features:
             raise ValueError(f"BatchNorm: expected input (N, {self.num_features}) or "
                              f"(N, {self.num_features}, H, W), got {getattr(x, 'shape', x)}")
