@@ -17,6 +17,7 @@ from . import backend
 from .kernels import Workspace
 from .kernels._check import as_float32
 from .layers import Dense, Dropout, Flatten, ReLU, Sigmoid, Tanh
+from .layers.base import backward_to_parameters
 from .losses import MeanSquaredError, SigmoidBinaryCrossEntropy, SoftmaxCrossEntropy
 from .optim import SGD, AdaGrad, Adam, AdamW, RMSprop
 
@@ -182,14 +183,7 @@ class _LayerChain:
         layers = self.layers
         try:
             value, dout = self.loss_op(self._forward(self.input(x)), y)
-            for layer in layers[:0:-1]:
-                dout = layer.backward(dout)
-            first = layers[0]
-            first.need_dx = False  # nobody needs dL/dinput during training
-            try:
-                first.backward(dout)
-            finally:
-                first.need_dx = True
+            backward_to_parameters(layers, dout)
         finally:
             self._restore()
         self.step()

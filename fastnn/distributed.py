@@ -20,7 +20,7 @@ import numpy as np
 
 from . import backend
 from .kernels._check import as_float32, finite_float, positive_int
-from .training import History, _check_xy, _progress
+from .training import History, _check_xy, _progress, forward_backward
 
 # Set by mpiexec/mpirun (MPICH's Hydra, Intel MPI, Open MPI/PMIx, MVAPICH, Slurm's srun) in every
 # process they start: a process without any of these is not part of an MPI job.
@@ -193,22 +193,7 @@ def _backward_step(model, xb, yb, loss, scale: float = 1.0):
     """Forward and backward on this rank's shard; the gradients (in the flat buffer) are those of
     `scale` * the shard's mean loss. Backpropagation is linear in dL/doutput, so scaling that
     small array scales every parameter gradient, without a pass over the flat buffer."""
-    out = xb
-    for layer in model.layers:
-        out = layer.forward(out, True)
-    value = loss.forward(out, yb)
-    dy = loss.backward()
-    if scale != 1.0:
-        dy = dy * np.float32(scale)
-    for layer in reversed(model.layers[1:]):
-        dy = layer.backward(dy)
-    first = model.layers[0]
-    first.need_dx = False  # nobody needs dL/dinput during training
-    try:
-        first.backward(dy)
-    finally:
-        first.need_dx = True
-    return value, out
+    return forward_backward(model, xb, yb, loss, scale)
 
 
 def _warm_up(model, optimizer, loss, x, y) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 from . import backend
 from ._steps import MAX_PLANS, StepPlan
 from .kernels._check import as_float32, finite_float, positive_int
+from .layers.base import backward_to_parameters
 
 
 class History:
@@ -68,6 +69,20 @@ def _check_loss(loss):
                         f"got {loss!r}")
 
 
+def forward_backward(model, xb, yb, loss, scale: float = 1.0) -> tuple[float, np.ndarray]:
+    """Forward in training mode, the loss, and backward into every gradient (dL/doutput times
+    `scale`, never dL/dinput: see `backward_to_parameters`); returns (loss value, outputs)."""
+    out = xb
+    for layer in model.layers:
+        out = layer.forward(out, True)
+    value = loss.forward(out, yb)
+    dy = loss.backward()
+    if scale != 1.0:
+        dy = dy * np.float32(scale)
+    backward_to_parameters(model.layers, dy)
+    return value, out
+
+
 class TrainingMixin:
     """fit / evaluate / train_on_batch / predict_on_batch for Sequential."""
 
@@ -77,19 +92,7 @@ class TrainingMixin:
                              "(e.g. Adam(model.parameters())), got one built for other parameters")
 
     def _step(self, xb, yb, loss, optimizer) -> tuple[float, np.ndarray]:
-        out = xb
-        for layer in self.layers:
-            out = layer.forward(out, True)
-        value = loss.forward(out, yb)
-        dy = loss.backward()
-        for layer in reversed(self.layers[1:]):
-            dy = layer.backward(dy)
-        first = self.layers[0]
-        first.need_dx = False  # nobody needs dL/dinput during training
-        try:
-            first.backward(dy)
-        finally:
-            first.need_dx = True
+        value, out = forward_backward(self, xb, yb, loss)
         optimizer.step()
         return value, out
 
@@ -156,15 +159,27 @@ class TrainingMixin:
     def fit(self, x, y, *, loss, optimizer, epochs: int = 1, batch_size: int = 32,
             validation_data=None, validation_split: float = 0.0, shuffle: bool = True,
             seed=None, verbose: int = 1, callbacks=(), initial_epoch: int = 0,
-            rng_state: dict | None = None, augment=None) -> History:
+            rng_state: dict | None = None, augment=None, distributed: bool = False) -> History:
         """Train for `epochs` epochs of mini-batches; returns a History. A loss that becomes NaN
         or infinite raises FloatingPointError naming the epoch and step.
+
+        distributed: data parallel over the ranks of `mpiexec -n N` (fastnn.distributed.fit;
+        batch_size stays the global batch; needs `pip install 'fastnn[mpi]'`); outside MPI it
+        trains as one process.
 
         augment: optional `f(x_batch, rng) -> x_batch` applied to every training batch (e.g.
         `fastnn.datasets.random_shift`), drawing from the same seeded generator as the shuffling.
         initial_epoch / rng_state: resume a run from a checkpoint (see ModelCheckpoint)."""
         from .callbacks import CallbackList
 
+        if distributed:
+            from . import distributed as dist
+
+            return dist.fit(self, x, y, loss=loss, optimizer=optimizer, epochs=epochs,
+                            batch_size=batch_size, validation_data=validation_data,
+                            validation_split=validation_split, shuffle=shuffle, seed=seed,
+                            verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch,
+                            rng_state=rng_state, augment=augment)
         self._check_optimizer(optimizer)
         _check_loss(loss)
         if augment is not None and not callable(augment):

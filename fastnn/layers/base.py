@@ -99,3 +99,20 @@ class Layer(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def backward_to_parameters(layers, dy) -> None:
+    """Backpropagate dy through `layers` (in order of the forward pass) into every gradient,
+    without dL/dinput, which nobody needs during training: backward stops at the first layer with
+    parameters, which skips its dx (need_dx=False); the parameter-free layers before it (Flatten,
+    ...) do not run backward at all."""
+    first = next((i for i, layer in enumerate(layers) if layer.params), len(layers))
+    for layer in reversed(layers[first + 1:]):
+        dy = layer.backward(dy)
+    if first < len(layers):
+        layer = layers[first]
+        layer.need_dx = False
+        try:
+            layer.backward(dy)
+        finally:
+            layer.need_dx = True
