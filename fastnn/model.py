@@ -7,7 +7,7 @@ import numpy as np
 
 from . import training
 from .kernels._check import as_float32
-from .layers import BatchNorm, Conv2D, Dense, Dropout, Layer, ReLU, Sigmoid, Tanh
+from .layers import BatchNorm, Conv2D, Dense, Dropout, Layer, MaxPool2D, ReLU, Sigmoid, Tanh
 from .params import Parameters
 
 
@@ -33,13 +33,16 @@ class Sequential(training.TrainingMixin):
         return state
 
     def _plan(self) -> None:
-        """Initialise "auto" layers for the activation that follows them (He before ReLU), and
-        fuse Dense + ReLU/Sigmoid into the Dense epilogue."""
+        """Initialise "auto" layers for the activation that follows them (He before ReLU); fuse
+        Dense + ReLU/Sigmoid into the Dense epilogue, and ReLU + MaxPool2D into the pooling (the
+        ReLU then runs on the pooled output)."""
         for layer in self.layers:  # a layer reused from another model starts unfused
             if isinstance(layer, Dense):
                 layer.fused = None
             elif isinstance(layer, (ReLU, Sigmoid)):
                 layer.fused = False
+            elif isinstance(layer, MaxPool2D):
+                layer.relu = False
         for i, layer in enumerate(self.layers):
             # Only a fresh layer is re-initialised: wrapping trained layers keeps their weights.
             if isinstance(layer, (Dense, Conv2D)) and layer.init == "auto" and not layer.planned:
@@ -51,6 +54,9 @@ class Sequential(training.TrainingMixin):
             if isinstance(layer, Dense) and layer.activation is None and isinstance(nxt, (ReLU, Sigmoid)):
                 layer.fused = "relu" if isinstance(nxt, ReLU) else "sigmoid"
                 nxt.fused = True
+            elif isinstance(layer, ReLU) and not layer.fused and isinstance(nxt, MaxPool2D):
+                layer.fused = "pool"
+                nxt.relu = True
 
     def _activation_after(self, i: int) -> str | None:
         for layer in self.layers[i + 1 :]:

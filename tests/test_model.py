@@ -198,6 +198,29 @@ def test_fused_dense_activation_matches_unfused_and_float64(backend_name, act_cl
         np.testing.assert_allclose(g1[k], grads[k], rtol=1e-4, atol=1e-6, err_msg=k)
 
 
+def test_relu_before_maxpool_runs_after_the_pooling_with_the_same_results(backend_name, rng):
+    def build(separate):
+        mid = [Dropout(0.0)] if separate else []
+        return Sequential([Conv2D(2, 4, 3, padding=1, seed=1), ReLU(), *mid, MaxPool2D(2),
+                           Flatten(), Dense(4 * 3 * 3, 3, seed=2)])
+
+    fused, plain = build(False), build(True)
+    assert fused.layers[1].fused == "pool" and fused.layers[2].relu
+    assert not plain.layers[1].fused and not plain.layers[3].relu
+    x = randn(rng, 5, 2, 6, 7)
+    x[0, :, :3] = -1.0  # windows where every value is negative: the ReLU zeroes the whole window
+    y = rng.integers(0, 3, 5)
+    results = []
+    for m in (fused, plain):
+        loss = SoftmaxCrossEntropy()
+        out = m.forward(x)
+        value = loss.forward(out, y)
+        dx = m.backward(loss.backward())
+        results.append((out, value, m.parameters().grad.copy(), dx.copy()))
+    for a, b in zip(results[0], results[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_forward_returns_a_fresh_array(backend_name, rng):
     m = mlp()
     x1, x2 = randn(rng, 4, 8), randn(rng, 4, 8)

@@ -1,5 +1,8 @@
-"""ReLU, Sigmoid, Tanh. After a Dense layer in a Sequential, ReLU and Sigmoid are fused into the
-Dense epilogue (`fused = True`): their forward then passes the already-activated input through."""
+"""ReLU, Sigmoid, Tanh. A Sequential fuses them into their neighbours (`fused`): after a Dense
+layer, ReLU and Sigmoid run in the Dense epilogue (`fused = True`: forward passes the activated
+input through, backward still applies the derivative); a ReLU before a MaxPool2D runs after the
+pooling, on the 4x smaller output (`fused = "pool"`: forward and backward pass through; max and
+ReLU commute, and the gradient is the same)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ class _Activation(Layer):
         return self.y
 
     def backward(self, dy):
+        if self.fused == "pool":
+            return dy
         return getattr(K, self.kernel + "_backward")(dy, self.y, ws=self.ws)
 
 

@@ -11,13 +11,18 @@ class MaxPool2D(Layer):
         super().__init__()
         self.pool_size = K._check.positive_int("pool_size", pool_size)
         self.stride = self.pool_size if stride is None else K._check.positive_int("stride", stride)
+        self.relu = False  # set by Sequential for ReLU -> MaxPool2D: the ReLU runs here, after
 
     def forward(self, x, train=True):
         self.x_shape = x.shape
         y, self.argmax = K.maxpool2d_forward(x, self.pool_size, self.stride, ws=self.ws)
+        if self.relu:  # relu(max(window)) = max(relu(window)), on 1/4 of the elements
+            y = self.y = K.relu(y, ws=self.ws.child("relu"))
         return y
 
     def backward(self, dy):
+        if self.relu:  # the gradient reaches only the argmax, where the ReLU's mask is y > 0
+            dy = K.relu_backward(dy, self.y, ws=self.ws.child("relu"))
         return K.maxpool2d_backward(dy, self.argmax, self.x_shape, self.pool_size, self.stride,
                                     ws=self.ws)
 
