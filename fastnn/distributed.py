@@ -19,8 +19,16 @@ import time
 import numpy as np
 
 from . import backend
-from .kernels._check import as_float32, finite_float, positive_int
-from .training import History, _check_xy, _progress, forward_backward
+from .kernels._check import positive_int
+from .training import (
+    History,
+    _check_fit,
+    _check_xy,
+    _FitLoop,
+    _seeded_rng,
+    _split_validation,
+    forward_backward,
+)
 
 # Set by mpiexec/mpirun (MPICH's Hydra, Intel MPI, Open MPI/PMIx, MVAPICH, Slurm's srun) in every
 # process they start: a process without any of these is not part of an MPI job.
@@ -252,139 +260,90 @@ def fit(model, x, y, *, loss, optimizer, epochs: int = 1, batch_size: int = 32,
     write files (ModelCheckpoint, or any with `root_only = True`) run on rank 0 only. Augmentation
     and dropout draw from per-rank generators. `history.timing` holds the mean seconds per step
     and the Allreduce's share."""
-    from .callbacks import CallbackList, ModelCheckpoint
+    from .callbacks import ModelCheckpoint
 
     c = get_comm(comm)
     r, p = (0, 1) if c is None else (c.Get_rank(), c.Get_size())
-    model._check_optimizer(optimizer)
+    x, y, epochs, initial_epoch, batch_size = _check_fit(
+        model, x, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+        initial_epoch=initial_epoch, augment=augment)
     if p > 1 or threads is not None:
         init(c, threads)
-    if augment is not None and not callable(augment):
-        raise TypeError(f"augment: expected a callable f(x_batch, rng), got "
-                        f"{type(augment).__name__}")
-    x, y = _check_xy(x, y)
-    epochs = positive_int("epochs", epochs, minimum=0)
-    batch_size = positive_int("batch_size", batch_size)
     if batch_size < p:
         raise ValueError(f"batch_size: expected a global batch of at least one sample per rank "
                          f"(>= {p}), got {batch_size}")
-    validation_split = finite_float("validation_split", validation_split, 0.0, 1.0, max_open=True)
     if p > 1:
         sizes = np.array([x.shape[0], -x.shape[0]], np.int64)
         c.Allreduce(_mpi().IN_PLACE, sizes, op=_mpi().MAX)
         if sizes[0] != -sizes[1]:
             raise ValueError(f"x: expected the same training set on every rank, got "
                              f"{x.shape[0]} samples on rank {r} and {sizes[0]} on another")
-    if validation_data is None and validation_split > 0:
-        n_val = int(round(x.shape[0] * validation_split))
-        if n_val < 1 or n_val >= x.shape[0]:
-            raise ValueError(f"validation_split: expected a fraction leaving at least one "
-                             f"sample on each side of {x.shape[0]}, got {validation_split}")
-        validation_data = (x[-n_val:], y[-n_val:])
-        x, y = x[:-n_val], y[:-n_val]
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data: expected a pair (x_val, y_val)")
-        validation_data = _check_xy(*validation_data, "validation_data[0]", "validation_data[1]")
+    x, y, validation_data = _split_validation(x, y, validation_data, validation_split)
 
     if p == 1:  # exactly Sequential.fit's generator
-        rng = aug_rng = np.random.default_rng(seed)
+        rng = aug_rng = _seeded_rng(seed, rng_state)
     else:
         base_seed = _shared_seed(c, seed)
-        rng, aug_rng = np.random.default_rng(base_seed), np.random.default_rng([base_seed, r + 1])
+        rng, aug_rng = _seeded_rng(base_seed, rng_state), np.random.default_rng([base_seed, r + 1])
         _decorrelate_dropout(model, r)
-    if rng_state is not None:
-        rng.bit_generator.state = rng_state
     broadcast_model(model, optimizer, c)
     if p > 1:
         with root_first(c):
             _warm_up(model, optimizer, loss, x, y)
 
-    verbose = verbose if r == 0 else 0
     cbs = [cb for cb in (callbacks or ()) if r == 0 or not
            (isinstance(cb, ModelCheckpoint) or getattr(cb, "root_only", False))]
-    cbs = CallbackList(cbs, model=model, optimizer=optimizer)
-    history, params = History(), model.parameters()
-    grad = params.grad
-    model.stop_training = False
-    n = x.shape[0]
-    steps = -(-n // batch_size)
-    local_max = batch_size - batch_size * (p - 1) // p  # the largest share of a global batch
-    xb_buf = np.empty((local_max, *x.shape[1:]), np.float32)
-    yb_buf = np.empty((local_max, *y.shape[1:]), y.dtype)
-    t_steps = t_allreduce = 0.0
-    n_steps = 0
-    cbs.on_train_begin()
-    for epoch in range(initial_epoch, epochs):
-        order = rng.permutation(n) if shuffle else np.arange(n)
-        bar = _progress(verbose, steps, epoch, epochs)
-        seen, loss_sum, correct, t0 = 0, 0.0, 0.0, time.perf_counter()
-        for step in range(steps):
-            t_step = time.perf_counter()
-            batch = order[step * batch_size : (step + 1) * batch_size]
-            idx = batch[shard(len(batch), r, p)]
-            value = 0.0
-            if len(idx):
-                xb = np.take(x, idx, axis=0, out=xb_buf[: len(idx)])
-                yb = np.take(y, idx, axis=0, out=yb_buf[: len(idx)])
-                if augment is not None:
-                    xb = as_float32("augment(x_batch)", augment(xb, aug_rng))
-                # The shard's share of the global batch's mean: the Allreduce sums the shares.
-                value, out = _backward_step(model, xb, yb, loss, len(idx) / len(batch))
-                seen += len(idx)
-                loss_sum += value * len(idx)
-                correct += loss.accuracy(out, yb) * len(idx)
-            else:
-                grad[...] = 0  # fewer samples than ranks in the last batch: contribute nothing
-            if p > 1:
-                # A non-finite loss on any rank poisons grad[0], so every rank learns of it from
-                # the one Allreduce and all stop together (none is left waiting in the next one).
-                if not np.isfinite(value):
-                    grad[:1] = np.nan
-                t_ar = time.perf_counter()
-                c.Allreduce(_mpi().IN_PLACE, grad, op=_mpi().SUM)
-                t_allreduce += time.perf_counter() - t_ar
-            if not (np.isfinite(value) and np.isfinite(grad[:1]).all()):
-                if bar is not None:
-                    bar.close()
-                where = f"{value}" if not np.isfinite(value) else "non-finite on another rank"
-                raise FloatingPointError(f"loss became {where} at epoch {epoch + 1}, step "
-                                         f"{step + 1} (of {steps}); lower the learning rate or "
-                                         f"check the data for NaN/inf")
-            optimizer.step()
-            t_steps += time.perf_counter() - t_step
-            n_steps += 1
-            if bar is not None:
-                rate = seen * p / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", samples_s=f"{rate:,.0f}",
-                                refresh=False)
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        train_time = time.perf_counter() - t0
-        seen, loss_sum, correct = _sum(c, [seen, loss_sum, correct])
-        logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
-        average_layer_state(model, c)
-        if validation_data is not None:
-            v = evaluate(model, *validation_data, loss=loss, batch_size=max(batch_size, 256),
-                         comm=c)
-            logs.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
-        history.append(epoch, logs)
-        if verbose:
-            took = time.perf_counter() - t0
-            line = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-            print(f"Epoch {epoch + 1}/{epochs} - {took:.1f}s - {seen / train_time:,.0f} "
-                  f"samples/s ({p} ranks) - {line}", file=sys.stdout, flush=True)
-        model.fit_rng_state = rng.bit_generator.state
-        cbs.on_epoch_end(epoch, logs)
-        if model.stop_training:
-            break
-    cbs.on_train_end()
-    step_s, ar_s = (_sum(c, [t_steps, t_allreduce]) / (p * max(n_steps, 1))).tolist()
-    history.timing = {"ranks": p, "threads": backend.get_num_threads(), "steps": n_steps,
+    loop = _RanksLoop(model, loss, optimizer, rng, aug_rng, c)
+    history = loop.run(x, y, epochs=epochs, initial_epoch=initial_epoch, batch_size=batch_size,
+                       shuffle=shuffle, verbose=verbose if r == 0 else 0, callbacks=cbs,
+                       validation_data=validation_data, augment=augment)
+    step_s, ar_s = (_sum(c, [loop.step_seconds, loop.allreduce_seconds])
+                    / (p * max(loop.steps_done, 1))).tolist()
+    history.timing = {"ranks": p, "threads": backend.get_num_threads(), "steps": loop.steps_done,
                       "step_seconds": step_s, "allreduce_seconds": ar_s,
                       "allreduce_share": ar_s / step_s if step_s else 0.0}
     return history
+
+
+class _RanksLoop(_FitLoop):
+    """fit's epoch loop with every rank training on its share of each global batch: one
+    Allreduce of the flat gradient buffer per step, the epoch's metrics and the batch-norm
+    statistics summed or averaged over the ranks, validation split over them."""
+
+    def __init__(self, model, loss, optimizer, rng, augment_rng, comm) -> None:
+        super().__init__(model, loss, optimizer, rng, augment_rng)
+        self.comm, self.grad = comm, model.parameters().grad
+        self.rank, self.ranks = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
+        self.ranks_note = f" ({self.ranks} ranks)"
+        self.allreduce_seconds = 0.0
+
+    def share(self, batch):
+        return batch[shard(len(batch), self.rank, self.ranks)]
+
+    def largest_share(self, batch_size):
+        return batch_size - batch_size * (self.ranks - 1) // self.ranks
+
+    def combine(self, value):
+        if self.ranks > 1:
+            # A non-finite loss on any rank poisons grad[0], so every rank learns of it from the
+            # one Allreduce and all stop together (none is left waiting in the next one).
+            if not np.isfinite(value):
+                self.grad[:1] = np.nan
+            t = time.perf_counter()
+            self.comm.Allreduce(_mpi().IN_PLACE, self.grad, op=_mpi().SUM)
+            self.allreduce_seconds += time.perf_counter() - t
+        if not np.isfinite(value):
+            return f"{value}"
+        return None if np.isfinite(self.grad[:1]).all() else "non-finite on another rank"
+
+    def total(self, counts):
+        return _sum(self.comm, counts)
+
+    def end_epoch(self):
+        average_layer_state(self.model, self.comm)
+
+    def evaluate(self, x, y, batch_size):
+        return evaluate(self.model, x, y, loss=self.loss, batch_size=batch_size, comm=self.comm)
 
 
 def step_timing(model, x, y, *, loss, optimizer, batch_size: int = 64, steps: int = 30,

@@ -65,8 +65,8 @@ def predict(model, x, batch_size: int = 256) -> np.ndarray:
 def _check_loss(loss):
     if isinstance(loss, type) or not all(
             callable(getattr(loss, m, None)) for m in ("forward", "backward", "accuracy")):
-        raise TypeError(f"loss: expected a loss object such as fastnn.losses.SoftmaxCrossEntropy(), "
-                        f"got {loss!r}")
+        raise TypeError(f"loss: expected a loss object such as "
+                        f"fastnn.losses.SoftmaxCrossEntropy(), got {loss!r}")
 
 
 def forward_backward(model, xb, yb, loss, scale: float = 1.0) -> tuple[float, np.ndarray]:
@@ -170,8 +170,6 @@ class TrainingMixin:
         augment: optional `f(x_batch, rng) -> x_batch` applied to every training batch (e.g.
         `fastnn.datasets.random_shift`), drawing from the same seeded generator as the shuffling.
         initial_epoch / rng_state: resume a run from a checkpoint (see ModelCheckpoint)."""
-        from .callbacks import CallbackList
-
         if distributed:
             from . import distributed as dist
 
@@ -180,86 +178,174 @@ class TrainingMixin:
                             validation_split=validation_split, shuffle=shuffle, seed=seed,
                             verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch,
                             rng_state=rng_state, augment=augment)
-        self._check_optimizer(optimizer)
-        _check_loss(loss)
-        if augment is not None and not callable(augment):
-            raise TypeError(f"augment: expected a callable f(x_batch, rng), got {type(augment).__name__}")
-        x, y = _check_xy(x, y)
-        epochs = positive_int("epochs", epochs, minimum=0)
-        initial_epoch = positive_int("initial_epoch", initial_epoch, minimum=0)
-        batch_size = positive_int("batch_size", batch_size)
-        validation_split = finite_float("validation_split", validation_split, 0.0, 1.0, max_open=True)
-        if validation_data is None and validation_split > 0:
-            n_val = int(round(x.shape[0] * validation_split))
-            if n_val < 1 or n_val >= x.shape[0]:
-                raise ValueError(f"validation_split: expected a fraction leaving at least one "
-                                 f"sample on each side of {x.shape[0]}, got {validation_split}")
-            validation_data = (x[-n_val:], y[-n_val:])
-            x, y = x[:-n_val], y[:-n_val]
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data: expected a pair (x_val, y_val)")
-            validation_data = _check_xy(*validation_data, "validation_data[0]", "validation_data[1]")
+        x, y, epochs, initial_epoch, batch_size = _check_fit(
+            self, x, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+            initial_epoch=initial_epoch, augment=augment)
+        x, y, validation_data = _split_validation(x, y, validation_data, validation_split)
+        loop = _FitLoop(self, loss, optimizer, _seeded_rng(seed, rng_state))
+        return loop.run(x, y, epochs=epochs, initial_epoch=initial_epoch, batch_size=batch_size,
+                        shuffle=shuffle, verbose=verbose, callbacks=callbacks,
+                        validation_data=validation_data, augment=augment)
+
+
+# --- fit, shared with fastnn.distributed.fit ------------------------------------------------
+
+
+def _check_fit(model, x, y, *, loss, optimizer, epochs, batch_size, initial_epoch, augment):
+    """fit's argument checks; returns (x, y, epochs, initial_epoch, batch_size) validated."""
+    model._check_optimizer(optimizer)
+    _check_loss(loss)
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment: expected a callable f(x_batch, rng), got "
+                        f"{type(augment).__name__}")
+    x, y = _check_xy(x, y)
+    epochs = positive_int("epochs", epochs, minimum=0)
+    initial_epoch = positive_int("initial_epoch", initial_epoch, minimum=0)
+    batch_size = positive_int("batch_size", batch_size)
+    return x, y, epochs, initial_epoch, batch_size
+
+
+def _split_validation(x, y, validation_data, validation_split):
+    """(x, y, validation_data): the last `validation_split` of (x, y) held out unless
+    validation_data is given, which is checked."""
+    validation_split = finite_float("validation_split", validation_split, 0.0, 1.0, max_open=True)
+    if validation_data is None and validation_split > 0:
+        n_val = int(round(x.shape[0] * validation_split))
+        if n_val < 1 or n_val >= x.shape[0]:
+            raise ValueError(f"validation_split: expected a fraction leaving at least one "
+                             f"sample on each side of {x.shape[0]}, got {validation_split}")
+        validation_data = (x[-n_val:], y[-n_val:])
+        x, y = x[:-n_val], y[:-n_val]
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data: expected a pair (x_val, y_val)")
+        validation_data = _check_xy(*validation_data, "validation_data[0]", "validation_data[1]")
+    return x, y, validation_data
+
+
+def _seeded_rng(seed, rng_state=None) -> np.random.Generator:
+    """fit's generator (shuffling, augmentation): from `seed`, or resumed at `rng_state`."""
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"seed: expected None, an int or a numpy.random.Generator, got "
+                        f"{seed!r}") from exc
+    if rng_state is not None:
         try:
-            rng = np.random.default_rng(seed)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"seed: expected None, an int or a numpy.random.Generator, got "
-                            f"{seed!r}") from exc
-        if rng_state is not None:
-            try:
-                rng.bit_generator.state = rng_state
-            except (TypeError, ValueError, KeyError) as exc:
-                raise ValueError(f"rng_state: expected the generator state saved by "
-                                 f"ModelCheckpoint (extra['fit_rng_state']), got {exc}") from exc
-        cbs = CallbackList(callbacks, model=self, optimizer=optimizer)
+            rng.bit_generator.state = rng_state
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"rng_state: expected the generator state saved by "
+                             f"ModelCheckpoint (extra['fit_rng_state']), got {exc}") from exc
+    return rng
+
+
+class _FitLoop:
+    """The epoch loop of fit: batches, augmentation, the loss check, running metrics, progress
+    bar, validation, epoch line, callbacks and History. As is, one process trains on whole
+    batches; fastnn.distributed's subclass overrides the hooks that involve the other ranks."""
+
+    ranks = 1  # processes sharing each batch (the progress bar's samples/s counts them all)
+    ranks_note = ""  # after "samples/s" in the epoch line
+
+    def __init__(self, model, loss, optimizer, rng, augment_rng=None) -> None:
+        self.model, self.loss, self.optimizer, self.rng = model, loss, optimizer, rng
+        self.augment_rng = rng if augment_rng is None else augment_rng
+        self.step_seconds, self.steps_done = 0.0, 0
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def share(self, batch: np.ndarray) -> np.ndarray:
+        """The indices of a global batch that this process trains on."""
+        return batch
+
+    def largest_share(self, batch_size: int) -> int:
+        return batch_size
+
+    def combine(self, value: float) -> str | None:
+        """Combine the processes' gradients; returns what became non-finite, or None."""
+        return None if np.isfinite(value) else f"{value}"
+
+    def total(self, counts: list) -> list:
+        """The epoch's [samples, loss sum, correct] over all processes."""
+        return counts
+
+    def end_epoch(self) -> None:
+        """Before validation: bring the layer state of the processes together."""
+
+    def evaluate(self, x, y, batch_size: int) -> dict:
+        return self.model.evaluate(x, y, loss=self.loss, batch_size=batch_size)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, x, y, *, epochs, initial_epoch, batch_size, shuffle, verbose, callbacks,
+            validation_data, augment) -> History:
+        from .callbacks import CallbackList
+
+        model, loss, optimizer = self.model, self.loss, self.optimizer
+        cbs = CallbackList(callbacks, model=model, optimizer=optimizer)
         history = History()
-        self.stop_training = False
+        model.stop_training = False
+        grad = model.parameters().grad
         n = x.shape[0]
         steps = -(-n // batch_size)
-        xb_buf = np.empty((batch_size, *x.shape[1:]), np.float32)
-        yb_buf = np.empty((batch_size, *y.shape[1:]), y.dtype)
+        rows = self.largest_share(batch_size)
+        xb_buf = np.empty((rows, *x.shape[1:]), np.float32)
+        yb_buf = np.empty((rows, *y.shape[1:]), y.dtype)
         cbs.on_train_begin()
         for epoch in range(initial_epoch, epochs):
-            order = rng.permutation(n) if shuffle else np.arange(n)
+            order = self.rng.permutation(n) if shuffle else np.arange(n)
             bar = _progress(verbose, steps, epoch, epochs)
             seen, loss_sum, correct, t0 = 0, 0.0, 0.0, time.perf_counter()
             for step in range(steps):
-                idx = order[step * batch_size : (step + 1) * batch_size]
-                xb = np.take(x, idx, axis=0, out=xb_buf[: len(idx)])
-                yb = np.take(y, idx, axis=0, out=yb_buf[: len(idx)])
-                if augment is not None:
-                    xb = as_float32("augment(x_batch)", augment(xb, rng))
-                value, out = self._step(xb, yb, loss, optimizer)
-                if not np.isfinite(value):
+                t_step = time.perf_counter()
+                batch = order[step * batch_size : (step + 1) * batch_size]
+                idx = self.share(batch)
+                value = 0.0
+                if len(idx):
+                    xb = np.take(x, idx, axis=0, out=xb_buf[: len(idx)])
+                    yb = np.take(y, idx, axis=0, out=yb_buf[: len(idx)])
+                    if augment is not None:
+                        xb = as_float32("augment(x_batch)", augment(xb, self.augment_rng))
+                    # The share's part of the batch's mean loss (exactly 1 for one process):
+                    # combining the processes' gradients sums the parts.
+                    value, out = forward_backward(model, xb, yb, loss, len(idx) / len(batch))
+                    seen += len(idx)
+                    loss_sum += value * len(idx)
+                    correct += loss.accuracy(out, yb) * len(idx)
+                else:
+                    grad[...] = 0  # fewer samples than ranks in the last batch: contribute nothing
+                bad = self.combine(value)
+                if bad is not None:
                     if bar is not None:
                         bar.close()
-                    raise FloatingPointError(f"loss became {value} at epoch {epoch + 1}, step "
+                    raise FloatingPointError(f"loss became {bad} at epoch {epoch + 1}, step "
                                              f"{step + 1} (of {steps}); lower the learning rate or "
                                              f"check the data for NaN/inf")
-                seen += len(idx)
-                loss_sum += value * len(idx)
-                correct += loss.accuracy(out, yb) * len(idx)
+                optimizer.step()
+                self.step_seconds += time.perf_counter() - t_step
+                self.steps_done += 1
                 if bar is not None:
-                    rate = seen / max(time.perf_counter() - t0, 1e-9)
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
-                                    samples_s=f"{rate:,.0f}", refresh=False)
+                    rate = seen * self.ranks / max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}",
+                                    acc=f"{correct / max(seen, 1):.4f}", samples_s=f"{rate:,.0f}",
+                                    refresh=False)
                     bar.update(1)
             if bar is not None:
                 bar.close()
             train_time = time.perf_counter() - t0
+            seen, loss_sum, correct = self.total([seen, loss_sum, correct])
             logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
+            self.end_epoch()
             if validation_data is not None:
-                v = self.evaluate(*validation_data, loss=loss, batch_size=max(batch_size, 256))
+                v = self.evaluate(*validation_data, batch_size=max(batch_size, 256))
                 logs.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
             history.append(epoch, logs)
             if verbose:
                 took = time.perf_counter() - t0
                 line = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
                 print(f"Epoch {epoch + 1}/{epochs} - {took:.1f}s - {seen / train_time:,.0f} "
-                      f"samples/s - {line}", file=sys.stdout, flush=True)
-            self.fit_rng_state = rng.bit_generator.state
+                      f"samples/s{self.ranks_note} - {line}", file=sys.stdout, flush=True)
+            model.fit_rng_state = self.rng.bit_generator.state
             cbs.on_epoch_end(epoch, logs)
-            if self.stop_training:
+            if model.stop_training:
                 break
         cbs.on_train_end()
         return history
