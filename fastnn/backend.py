@@ -146,10 +146,11 @@ def set_num_threads(n: int) -> None:
 
 def gemm_in_own_threads() -> bool:
     """Whether the selected backend runs its GEMMs through NumPy's BLAS called from its own
-    threads (the Cython backend, when NumPy's BLAS exports cblas_sgemm: see fastnn._blas)."""
-    if resolve("dense_forward") != "cython":
+    threads (Cython or Numba, when NumPy's BLAS exports cblas_sgemm: see fastnn._blas)."""
+    name = resolve("dense_forward")
+    if name not in ("cython", "numba"):
         return False
-    mod = _load("cython")
+    mod = _load(name)
     return mod is not None and mod.direct_blas()
 
 

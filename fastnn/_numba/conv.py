@@ -1,28 +1,32 @@
-"""Convolution (Numba backend): im2col / col2im layout transforms and the conv epilogues.
+"""Convolution (Numba backend): im2col / col2im layout transforms and conv2d forward / backward.
 
-Same interface as fastnn.reference.conv. cols has one row per output pixel (n, oh, ow) and one column
-per weight (c, i, j). GEMMs are np.matmul(..., out=) calls made here, in Python; the jitted kernels
-own im2col, col2im, the transpose + bias epilogue of the forward pass and the transpose of dy fused
-with the bias-gradient reduction.
+Same interface as fastnn.reference.conv. cols has one row per output pixel (n, oh, ow) and one
+column per weight (c, i, j). With NumPy's cblas_sgemm (_gemm.py), conv2d runs one image per task:
+its im2col, GEMM (called from the jitted task) and bias epilogue back to back, and the backward
+pass sums dW and db per fixed chunk of images. Without it, the GEMMs are np.matmul(..., out=) calls
+made here, in Python, on the whole batch, and the jitted kernels own im2col, col2im, the transpose
++ bias epilogue of the forward pass and the transpose of dy fused with the bias-gradient reduction.
 
 Implementation notes:
 - Every kernel works on flat views and indexes with unsigned integers (`_U(i)`): Numba's negative-
   index wraparound otherwise turns every access into a select, which defeats LLVM's vectoriser and
   made these kernels 2-5x slower.
-- A kernel is a "task" function (one independent piece of the output) driven by a serial loop (small
-  work: no parallel region at all) or a prange loop. Both drivers run the same tasks, so the result
-  never depends on the path or the thread count.
+- A kernel is a "task" function (one independent piece of the output) driven by a serial loop
+  (small work: no parallel region at all) or a prange loop. Both drivers run the same tasks, so
+  the result never depends on the path or the thread count.
 - col2im is a scatter: tasks own disjoint (n, channel-range) blocks of dx, and every dx element sums
   its contributions in the same (oh, ow) order whatever the partition.
-- db in conv2d_backward: float64 partial sums per (image, block of _PB output pixels), written to a
-  scratch carved from the dcols workspace (overwritten by a GEMM right after), then combined in a
-  fixed order: bitwise identical on any thread count.
+- db in the np.matmul conv2d_backward: float64 partial sums per (image, block of _PB output
+  pixels), written to a scratch carved from the dcols workspace (overwritten by a GEMM right
+  after), then combined in a fixed order: bitwise identical on any thread count.
 """
 
+import numba
 import numpy as np
 from numba import njit, prange
 
-from ._common import PARALLEL_MIN_WORK
+from ._common import PARALLEL_MIN_WORK, fetch_add
+from ._gemm import gemm, sgemm_pointer
 
 _U = np.uint64
 _PB = 256  # output pixels per task and per db partial (fixed: it defines the summation grouping)
@@ -326,8 +330,18 @@ def _transpose(src, b, use_b, dst, N, P, F, to_fp):
 
 
 def conv2d_forward(x, W, b, stride, pad, y, cols, tmp):
+    """tmp is unused when the GEMMs run per image through cblas_sgemm (_conv_fwd_*)."""
     F, C, kh, kw = W.shape
     N, _, OH, OW = y.shape
+    fn = sgemm_pointer()
+    if fn and y.size:
+        stride, pad = int(stride), int(pad)
+        threads = numba.get_num_threads()
+        if N > 1 and cols.size >= PARALLEL_MIN_WORK and threads > 1:
+            _conv_fwd_parallel(fn, x, W, b, stride, pad, cols, y, min(threads, N))
+        else:
+            _conv_fwd_serial(fn, x, W, b, stride, pad, cols, y)
+        return
     im2col(x, kh, kw, stride, pad, cols)
     np.matmul(cols, W.reshape(F, -1).T, out=tmp)  # (N*OH*OW, F)
     _transpose(tmp, b, True, y, N, OH * OW, F, True)  # y = tmp^T + b
@@ -425,8 +439,14 @@ def _transpose_db_noscratch(dy, dyt, db, nPB):
 
 
 def conv2d_backward(dy, cols, W, stride, pad, dx, dW, db, dyt, dcols):
+    """With cblas_sgemm: per image (_conv_bwd_*), dyt is the scratch of the per-chunk partial dW
+    and db; else dyt = dy transposed."""
     F, C, kh, kw = W.shape
     N, _, OH, OW = dy.shape
+    fn = sgemm_pointer()
+    if fn and dy.size:
+        _conv2d_backward_direct(fn, dy, cols, W, int(stride), int(pad), dx, dW, db, dyt, dcols)
+        return
     nPB = -(-(OH * OW) // _PB)
     nt = N * nPB
     if 2 * nt * F <= dcols.size:
@@ -443,3 +463,185 @@ def conv2d_backward(dy, cols, W, stride, pad, dx, dW, db, dyt, dcols):
         return
     np.matmul(dyt, W.reshape(F, -1), out=dcols)
     col2im(dcols, kh, kw, stride, pad, dx)
+
+
+# ------------------------------------------------------- conv2d per image through cblas_sgemm
+# With cols_n = the (P, K) rows of cols for image n (P = OH*OW output pixels, K = C*kh*kw) and
+# W2 = W as (F, K): y_n (F, P) = W2 @ cols_n.T + b, already NCHW; dW = sum_n dy_n @ cols_n;
+# db = sum_n row sums of dy_n; dcols_n = dy_n.T @ W2; dx_n = col2im(dcols_n). One image per task,
+# so its im2col, GEMM and epilogue run back to back while its data is in cache (as
+# kernels/conv.pyx). BLAS runs single-threaded in each task (fastnn.backend holds its pool at 1).
+# The parallel drivers hand out images (backward: chunks) one at a time from a shared counter
+# (fetch_add); which thread runs a task never changes its bits.
+
+
+@njit(cache=True, nogil=True)
+def _conv_fwd_image(fn, xf, W2f, b, C, H, W, F, kh, kw, s, pad, OH, OW, n, cf, yf):
+    P = OH * OW
+    K = C * kh * kw
+    for oh in range(OH):
+        _im2col_task(xf, C, H, W, kh, kw, s, pad, cf, OH, OW, n, oh)
+    gemm(fn, False, True, F, P, K, np.float32(1.0), W2f, 0, K, cf, n * P * K, K,
+         np.float32(0.0), yf, n * F * P, P)
+    for f in range(F):
+        bf = b[_U(f)]
+        o = (n * F + f) * P
+        for p in range(P):
+            yf[_U(o + p)] += bf
+
+
+@njit(cache=True, nogil=True)
+def _conv_fwd_serial(fn, x, W, b, s, pad, cols, y):
+    N, C, H, Wd = x.shape
+    F, _, kh, kw = W.shape
+    OH, OW = y.shape[2], y.shape[3]
+    xf, W2f, cf, yf = x.reshape(-1), W.reshape(-1), cols.reshape(-1), y.reshape(-1)
+    for n in range(N):
+        _conv_fwd_image(fn, xf, W2f, b, C, H, Wd, F, kh, kw, s, pad, OH, OW, n, cf, yf)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _conv_fwd_parallel(fn, x, W, b, s, pad, cols, y, workers):
+    N, C, H, Wd = x.shape
+    F, _, kh, kw = W.shape
+    OH, OW = y.shape[2], y.shape[3]
+    xf, W2f, cf, yf = x.reshape(-1), W.reshape(-1), cols.reshape(-1), y.reshape(-1)
+    next_n = np.zeros(1, np.int64)
+    for _ in prange(workers):  # each worker takes the next image (dynamic scheduling)
+        n = fetch_add(next_n, 0, 1)
+        while n < N:
+            _conv_fwd_image(fn, xf, W2f, b, C, H, Wd, F, kh, kw, s, pad, OH, OW, n, cf, yf)
+            n = fetch_add(next_n, 0, 1)
+
+
+@njit(cache=True, nogil=True)
+def _row_sum(a, o, n):
+    """sum of a[o:o+n] in 16 float32 lanes (lane = index % 16, which LLVM vectorises), the lanes
+    added in a fixed tree at the end: the same bits wherever it runs. (Scalars, not a lane array:
+    LLVM cannot tell an array from `a` and would keep every lane in memory.)"""
+    z = np.float32(0.0)
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = z
+    s8 = s9 = s10 = s11 = s12 = s13 = s14 = s15 = z
+    full = n - n % 16
+    for i in range(0, full, 16):
+        q = o + i
+        s0 += a[_U(q)]
+        s1 += a[_U(q + 1)]
+        s2 += a[_U(q + 2)]
+        s3 += a[_U(q + 3)]
+        s4 += a[_U(q + 4)]
+        s5 += a[_U(q + 5)]
+        s6 += a[_U(q + 6)]
+        s7 += a[_U(q + 7)]
+        s8 += a[_U(q + 8)]
+        s9 += a[_U(q + 9)]
+        s10 += a[_U(q + 10)]
+        s11 += a[_U(q + 11)]
+        s12 += a[_U(q + 12)]
+        s13 += a[_U(q + 13)]
+        s14 += a[_U(q + 14)]
+        s15 += a[_U(q + 15)]
+    t = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    t += ((s8 + s9) + (s10 + s11)) + ((s12 + s13) + (s14 + s15))
+    for i in range(full, n):
+        t += a[_U(o + i)]
+    return t
+
+
+@njit(cache=True, nogil=True)
+def _conv_bwd_chunk(fn, dyf, cf, W2f, C, H, W, F, kh, kw, s, pad, OH, OW, n0, n1, dWf, dWo, dbf,
+                    dbo, dcf, dxf, has_dx):
+    """Images n0:n1: dW (F, K) at dWf[dWo:] and db (F) at dbf[dbo:] of these images only; dx of
+    each image when has_dx."""
+    P = OH * OW
+    K = C * kh * kw
+    one, zero = np.float32(1.0), np.float32(0.0)
+    for n in range(n0, n1):
+        first = n == n0
+        gemm(fn, False, False, F, K, P, one, dyf, n * F * P, P, cf, n * P * K, K,
+             zero if first else one, dWf, dWo, K)
+        for f in range(F):
+            v = _row_sum(dyf, (n * F + f) * P, P)
+            dbf[_U(dbo + f)] = v if first else dbf[_U(dbo + f)] + v
+        if has_dx:
+            gemm(fn, True, False, P, K, F, one, dyf, n * F * P, P, W2f, 0, K, zero, dcf,
+                 n * P * K, K)
+            _col2im_task(dcf, C, H, W, kh, kw, s, pad, dxf, OH, OW, n, 0, C)
+
+
+@njit(cache=True, nogil=True)
+def _sum_parts(part, base, nparts, stride, i0, i1, out):
+    """out[i] = part[base + i] + part[base + stride + i] + ... in this order, i0 <= i < i1."""
+    for i in range(i0, i1):
+        out[_U(i)] = part[_U(base + i)]
+    for c in range(1, nparts):
+        o = base + c * stride
+        for i in range(i0, i1):
+            out[_U(i)] += part[_U(o + i)]
+
+
+@njit(cache=True, nogil=True)
+def _conv_bwd_serial(fn, dy, cols, W, s, pad, H, Wd, dxf, has_dx, dW, db, dcols, part, nchunk):
+    N, F, OH, OW = dy.shape
+    _, C, kh, kw = W.shape
+    FK = F * C * kh * kw
+    stride = FK + F
+    dyf, cf, W2f, dcf, dWf = dy.reshape(-1), cols.reshape(-1), W.reshape(-1), dcols.reshape(-1), \
+        dW.reshape(-1)
+    if nchunk <= 1:
+        _conv_bwd_chunk(fn, dyf, cf, W2f, C, H, Wd, F, kh, kw, s, pad, OH, OW, 0, N, dWf, 0, db, 0,
+                        dcf, dxf, has_dx)
+        return
+    for c in range(nchunk):
+        _conv_bwd_chunk(fn, dyf, cf, W2f, C, H, Wd, F, kh, kw, s, pad, OH, OW, N * c // nchunk,
+                        N * (c + 1) // nchunk, part, c * stride, part, c * stride + FK, dcf, dxf,
+                        has_dx)
+    _sum_parts(part, 0, nchunk, stride, 0, FK, dWf)
+    _sum_parts(part, FK, nchunk, stride, 0, F, db)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _conv_bwd_parallel(fn, dy, cols, W, s, pad, H, Wd, dxf, has_dx, dW, db, dcols, part, nchunk,
+                       workers):
+    """As _conv_bwd_serial with nchunk > 1: the chunks, then the partials summed per block of
+    4096 elements of dW, over the threads."""
+    N, F, OH, OW = dy.shape
+    _, C, kh, kw = W.shape
+    FK = F * C * kh * kw
+    stride = FK + F
+    dyf, cf, W2f, dcf, dWf = dy.reshape(-1), cols.reshape(-1), W.reshape(-1), dcols.reshape(-1), \
+        dW.reshape(-1)
+    next_c = np.zeros(1, np.int64)
+    for _ in prange(workers):  # each worker takes the next chunk (dynamic scheduling)
+        c = fetch_add(next_c, 0, 1)
+        while c < nchunk:
+            _conv_bwd_chunk(fn, dyf, cf, W2f, C, H, Wd, F, kh, kw, s, pad, OH, OW,
+                            N * c // nchunk, N * (c + 1) // nchunk, part, c * stride, part,
+                            c * stride + FK, dcf, dxf, has_dx)
+            c = fetch_add(next_c, 0, 1)
+    for t in prange((FK + 4095) // 4096):
+        _sum_parts(part, 0, nchunk, stride, t * 4096, min((t + 1) * 4096, FK), dWf)
+    _sum_parts(part, FK, nchunk, stride, 0, F, db)
+
+
+_NO_DX = np.empty(0, np.float32)
+
+
+def _conv2d_backward_direct(fn, dy, cols, W, stride, pad, dx, dW, db, dyt, dcols):
+    """Images in nchunk fixed chunks (from the shapes alone, so the bits never depend on the
+    threads), each writing its partial dW and db to the dyt scratch, summed in chunk order."""
+    F, C, kh, kw = W.shape
+    N, _, OH, OW = dy.shape
+    K = C * kh * kw
+    nchunk = min(N, 8, dyt.size // (F * K + F))
+    if dx is not None:
+        H, Wd, dxf = dx.shape[2], dx.shape[3], dx.reshape(-1)
+    else:  # the input size from the geometry (any H, W with these output sizes would do)
+        H, Wd, dxf = (OH - 1) * stride + kh - 2 * pad, (OW - 1) * stride + kw - 2 * pad, _NO_DX
+    args = (fn, dy, cols, W, stride, pad, H, Wd, dxf, dx is not None, dW, db, dcols,
+            dyt.reshape(-1), nchunk)
+    threads = numba.get_num_threads()
+    if nchunk > 1 and cols.size >= PARALLEL_MIN_WORK and threads > 1:
+        _conv_bwd_parallel(*args, min(threads, nchunk))
+    else:
+        _conv_bwd_serial(*args)

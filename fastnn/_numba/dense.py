@@ -1,7 +1,8 @@
 """Dense (affine) layer (Numba backend): y = act(x @ W + b), W of shape (in_features, out_features).
 
-Same interface as fastnn.reference.dense; act codes: 0 none, 1 relu, 2 sigmoid. The GEMMs are
-np.matmul(..., out=) in Python; the jitted code does the bias + activation epilogue and db.
+Same interface as fastnn.reference.dense; act codes: 0 none, 1 relu, 2 sigmoid. The GEMMs call
+NumPy's cblas_sgemm from our own threads in blocks fixed by the shape (_gemm.py), or np.matmul(...,
+out=) when there is no usable symbol; the jitted code does the bias + activation epilogue and db.
 
 The sigmoid uses `_exp_nonpos`, an exp for arguments <= 0 made only of arithmetic (Cephes' expf
 polynomial, ~1 ulp) so that LLVM vectorises the loop: Numba's np.exp on float32 is a scalar libm
@@ -14,6 +15,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from ._common import PARALLEL_MIN_WORK
+from ._gemm import gemm_parts, sgemm_pointer
 
 _U = np.uint64
 
@@ -109,7 +111,14 @@ def bias_add_act(y, b, act):
 
 
 def dense_forward(x, W, b, act, y):
-    np.matmul(x, W, out=y)
+    N, K = x.shape
+    M = W.shape[1]
+    fn = sgemm_pointer()
+    if fn and N and K and M:
+        gemm_parts(fn, False, False, N, M, K, 1.0, x.reshape(-1), K, W.reshape(-1), M, 0.0,
+                   y.reshape(-1), M)
+    else:
+        np.matmul(x, W, out=y)
     bias_add_act(y, b, act)
 
 
@@ -145,10 +154,20 @@ def _colsum_parallel(dy, db, cols_per_task):
 
 def dense_backward(dy, x, W, dx, dW, db):
     """dx may be None (first layer: nobody needs it)."""
-    if dx is not None:
-        np.matmul(dy, W.T, out=dx)
-    np.matmul(x.T, dy, out=dW)
-    N, M = dy.shape
+    N, K = x.shape
+    M = W.shape[1]
+    fn = sgemm_pointer()
+    if fn and N and K and M:
+        dyf = dy.reshape(-1)
+        if dx is not None:  # dx (N, K) = dy (N, M) @ W.T
+            gemm_parts(fn, False, True, N, K, M, 1.0, dyf, M, W.reshape(-1), M, 0.0,
+                       dx.reshape(-1), K)
+        # dW (K, M) = x.T @ dy
+        gemm_parts(fn, True, False, K, M, N, 1.0, x.reshape(-1), K, dyf, M, 0.0, dW.reshape(-1), M)
+    else:
+        if dx is not None:
+            np.matmul(dy, W.T, out=dx)
+        np.matmul(x.T, dy, out=dW)
     if dy.size < PARALLEL_MIN_WORK or M < 128:
         _colsum_serial(dy, db)
     else:
