@@ -231,7 +231,14 @@ class Convolution:
 
     @property
     def col(self):
-        return self._ws["cols"] if "cols" in self._ws else None
+        """The book's im2col rows of the last input (the backend may keep its own layout of the
+        same columns between forward and backward: then they are computed here on request)."""
+        if self.x is None or "cols" not in self._ws:
+            return None
+        if self._ws.tagged("cols") in (None, "rows"):
+            return self._ws["cols"]
+        FN, C, FH, FW = self.W.shape
+        return _k.im2col(self.x, FH, FW, self.stride, self.pad)
 
     @property
     def col_W(self):
