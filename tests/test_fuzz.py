@@ -38,6 +38,14 @@ COUNT: Counter = Counter()
 EPS32 = 2.0**-24  # unit roundoff of float32
 TINY = 1e-44  # absolute slack for results in the subnormal range
 
+
+def COEF(hi):  # noqa: N802 - a strategy, named like the constants above
+    """Decay coefficients in [0, hi] that float32 holds as normal numbers (the kernels take them
+    as float32: a 1e-48 would be 0 there, and the float64 oracle would disagree by design)."""
+    lo = float(np.finfo(np.float32).tiny)
+    return st.one_of(st.just(0.0), st.floats(lo, float(np.float32(hi)), width=32))
+
+
 FLOAT32_MAX = float(np.finfo(f32).max)
 GEMM_RANGE, LOSS_RANGE = 1e6, 1e4
 PROFILES = st.sampled_from(["normal", "large", "tiny", "extreme", "ties"])
@@ -367,7 +375,7 @@ def test_mse(name, shape, seed, profile):
 @given(shape=st.one_of(st.tuples(st.integers(1, 64), st.integers(1, 16)),
                        st.tuples(st.integers(1, 8), st.integers(1, 8), st.integers(1, 9),
                                  st.integers(1, 9))),
-       seed=seeds, profile=PROFILES, momentum=st.floats(0, 1), eps=st.sampled_from([1e-5, 1e-3]))
+       seed=seeds, profile=PROFILES, momentum=COEF(1.0), eps=st.sampled_from([1e-5, 1e-3]))
 def test_batchnorm(name, shape, seed, profile, momentum, eps):
     rng = np.random.default_rng(seed)
     C = shape[1]
@@ -467,7 +475,7 @@ def quotient_err(num, den, den_err):
 @backends
 @FUZZ
 @given(size=opt_sizes, seed=seeds, profile=PROFILES, step=st.integers(1, 10_000),
-       lr=LRS, b1=st.floats(0, 0.999), b2=st.floats(0, 0.9999),
+       lr=LRS, b1=COEF(0.999), b2=COEF(0.9999),
        eps=st.sampled_from([1e-8, 1e-6, 1e-3]), wd=st.sampled_from([0.0, 0.01, 0.5]),
        decoupled=st.booleans())
 def test_adam_update(name, size, seed, profile, step, lr, b1, b2, eps, wd, decoupled):
@@ -490,7 +498,9 @@ def test_adam_update(name, size, seed, profile, step, lr, b1, b2, eps, wd, decou
     v_new = b2 * v64 + (1 - b2) * g64 * g64
     av = b2 * v64 + (1 - b2) * ag * ag
     close(Mm, m_new, am, 8 * EPS32, "m")
-    close(V, v_new, av, 8 * EPS32, "v")
+    # (1 - b2) * g * g in float32 underflows in steps: a v below the normal range (2**-126) can
+    # come out as anything from 0 to itself, whatever the order of the two products
+    close(V, v_new, av, 8 * EPS32, "v", atol=float(np.finfo(np.float32).tiny))
     denom = np.sqrt(v_new) / np.sqrt(1 - b2**step) + eps
     step_size = lr / (1 - b1**step)
     upd = step_size * am / denom
@@ -530,7 +540,7 @@ def test_sgd_update(name, size, seed, profile, lr, momentum, nesterov, wd):
 @FUZZ
 @given(size=opt_sizes, seed=seeds, profile=PROFILES, lr=LRS,
        eps=st.sampled_from([1e-10, 1e-8, 1e-3]), wd=st.sampled_from([0.0, 0.01]),
-       alpha=st.one_of(st.none(), st.floats(0, 1)))
+       alpha=st.one_of(st.none(), COEF(1.0)))
 def test_adagrad_rmsprop_update(name, size, seed, profile, lr, eps, wd, alpha):
     """alpha None: adagrad_update; else rmsprop_update with that alpha."""
     rng = np.random.default_rng(seed)
