@@ -18,22 +18,38 @@ def mlp(seed: int | None = 0, dropout: float = 0.2) -> Sequential:
     return Sequential(layers, input_shape=(1, 28, 28))
 
 
-def cnn(seed: int | None = 0, batchnorm: bool = True, dropout: float = 0.25) -> Sequential:
-    """conv(1->32, 3x3, pad 1)-[BN]-ReLU-maxpool2-conv(32->64, 3x3, pad 1)-[BN]-ReLU-maxpool2-
-    Dense(3136->128)-ReLU-[Dropout]-Dense(128->10): the MNIST CNN of the acceptance tests
-    (batchnorm=False, dropout=0 is the fixed recipe)."""
+def cnn(seed: int | None = 0, batchnorm: bool = True, dropout: float = 0.25,
+        widths: tuple[int, int] = (32, 64), convs: int = 1) -> Sequential:
+    """Two stages of `convs` x (conv 3x3 pad 1 - [BN] - ReLU), each followed by maxpool2, then
+    Dense(->128)-ReLU-[Dropout]-Dense(128->10). The defaults, conv(1->32)-[BN]-ReLU-maxpool2-
+    conv(32->64)-[BN]-ReLU-maxpool2-Dense(3136->128)-ReLU-[Dropout]-Dense(128->10), are the MNIST
+    CNN of the acceptance tests and benchmarks (batchnorm=False, dropout=0: the fixed recipe)."""
     s = (lambda k: None) if seed is None else (lambda k: seed * 100 + k)
-    layers = [Conv2D(1, 32, 3, padding=1, seed=s(1))]
-    layers += [BatchNorm(32)] if batchnorm else []
-    layers += [ReLU(), MaxPool2D(2), Conv2D(32, 64, 3, padding=1, seed=s(2))]
-    layers += [BatchNorm(64)] if batchnorm else []
-    layers += [ReLU(), MaxPool2D(2), Flatten(), Dense(3136, 128, seed=s(3)), ReLU()]
-    layers += [Dropout(dropout, seed=s(4))] if dropout else []
-    layers += [Dense(128, 10, seed=s(5))]
+    layers, c, k = [], 1, 0
+    for w in widths:
+        for _ in range(convs):
+            k += 1
+            layers += [Conv2D(c, w, 3, padding=1, seed=s(k))]
+            layers += [BatchNorm(w)] if batchnorm else []
+            layers += [ReLU()]
+            c = w
+        layers += [MaxPool2D(2)]
+    k += 1
+    layers += [Flatten(), Dense(c * 7 * 7, 128, seed=s(k)), ReLU()]
+    layers += [Dropout(dropout, seed=s(k + 1))] if dropout else []
+    layers += [Dense(128, 10, seed=s(k + 2))]
     return Sequential(layers, input_shape=(1, 28, 28))
 
 
-MODELS = {"mlp": mlp, "cnn": cnn}
+def train_cnn(seed: int | None = 0) -> Sequential:
+    """The CNN of `fastnn train --model cnn`: two batch-normalised 3x3 convs per stage (16 then 32
+    channels), dropout 0.25. On full MNIST, 3 epochs of Adam 3e-3 with cosine decay reached
+    99.42% / 99.35% (seeds 0 / 1), where the one-conv-per-stage 32/64 CNN reached 99.16-99.29%
+    (seeds 0-2), too close to the 99.2% bar."""
+    return cnn(seed, widths=(16, 32), convs=2)
+
+
+MODELS = {"mlp": mlp, "cnn": train_cnn}
 
 OPTIMIZERS = {
     "sgd": lambda p, lr, wd: SGD(p, lr=lr, weight_decay=wd),
