@@ -29,8 +29,8 @@ cdef enum:
     _ROW_MAJOR = 101
     _NO_TRANS = 111
     _TRANS = 112
-    _GEMM_PART_FLOPS = 1 << 21   # at least ~2 MFLOP per block, else fewer blocks
-    _GEMM_MAX_PARTS = 8
+    _GEMM_PART_FLOPS = 1 << 22   # at least ~4 MFLOP per block, else fewer blocks
+    _GEMM_MAX_PARTS = 4
 
 
 def _set_sgemm(size_t address):
@@ -57,7 +57,7 @@ cdef inline int _gemm_nparts(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept 
     cdef Py_ssize_t dim = M if M >= N else N
     cdef int parts = 1
     while (parts < _GEMM_MAX_PARTS and flops >= 2.0 * parts * _GEMM_PART_FLOPS
-           and dim >= 64 * parts):
+           and dim >= 128 * parts):
         parts *= 2
     return parts
 

@@ -26,8 +26,8 @@ from numba.extending import intrinsic
 from .. import _blas
 from ._common import fetch_add
 
-_PART_FLOPS = 1 << 21  # at least ~2 MFLOP per block, else fewer blocks
-_MAX_PARTS = 8
+_PART_FLOPS = 1 << 22  # at least ~4 MFLOP per block, else fewer blocks
+_MAX_PARTS = 4
 
 
 def sgemm_pointer() -> int:
@@ -93,7 +93,7 @@ def _nparts(M, N, K):
     flops = 2.0 * M * N * K
     dim = M if M >= N else N
     parts = 1
-    while parts < _MAX_PARTS and flops >= 2.0 * parts * _PART_FLOPS and dim >= 64 * parts:
+    while parts < _MAX_PARTS and flops >= 2.0 * parts * _PART_FLOPS and dim >= 128 * parts:
         parts *= 2
     return parts
 
