@@ -225,23 +225,23 @@ class _LossOp:
 
 
 class _LabelsLoss(_LossOp):
-    """Softmax cross-entropy on integer labels, range-checked (the kernel indexes with them)."""
+    """Softmax cross-entropy on integer labels. The kernel checks their range before it indexes
+    with them (a label outside [0, C) returns -1.0 with nothing written)."""
 
     def __init__(self, loss, out, y, d) -> None:
         super().__init__(loss, "softmax_cross_entropy", out, d)
         self.labels = np.empty(y.shape, np.int64)
-        self.unsigned = self.labels.view(np.uint64)  # a negative label becomes a huge one
         self.classes = out.shape[1]
 
     def __call__(self, o, y):
         o = self._outputs(o)
         np.copyto(self.labels, y, casting="unsafe")
-        u = self.unsigned
-        if u[u.argmax()] >= self.classes:
+        value = self.f(o, self.labels, self.d)
+        if value < 0:
             bad = int(self.labels.min()) if self.labels.min() < 0 else int(self.labels.max())
             raise ValueError(f"targets: expected labels in [0, {self.classes}), got {bad}")
         self.loss.grad = self.d
-        return self.f(o, self.labels, self.d), self.d
+        return value, self.d
 
 
 class _TargetsLoss(_LossOp):

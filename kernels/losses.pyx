@@ -148,7 +148,8 @@ cdef double _flat_loss(_flat_loss_fn f, const float* a, const float* b, float* g
 def softmax_cross_entropy(const float[:, ::1] logits, const long long[::1] labels,
                           float[:, ::1] dlogits):
     """Mean over rows of logsumexp(row) - row[label]; dlogits = (softmax - onehot)/N.
-    One pass per row (max, exp and sum, loss, gradient), rows in fixed blocks."""
+    One pass per row (max, exp and sum, loss, gradient), rows in fixed blocks. A label outside
+    [0, C) returns -1.0 with nothing computed (a real loss is never negative)."""
     cdef Py_ssize_t N = logits.shape[0], C = logits.shape[1]
     cdef double part[_MAX_BLOCKS]
     cdef double total = 0.0
@@ -159,7 +160,13 @@ def softmax_cross_entropy(const float[:, ::1] logits, const long long[::1] label
     cdef const long long* lp = &labels[0]
     cdef float* dp = &dlogits[0, 0]
     cdef float fN = <float>N
+    cdef unsigned long long worst = 0
     with nogil:
+        for k in range(N):  # a label outside [0, C) (a negative one wraps to a huge value)
+            worst = worst if <unsigned long long>lp[k] <= worst else <unsigned long long>lp[k]
+        if worst >= <unsigned long long>C:
+            with gil:
+                return -1.0  # nothing computed (see docs/backends.md)
         R = (N + _MAX_BLOCKS - 1) // _MAX_BLOCKS
         nb = (N + R - 1) // R
         if N * C >= PARALLEL_MIN_WORK and nb > 1 and _nthreads > 1:

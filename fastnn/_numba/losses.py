@@ -78,7 +78,17 @@ def _ce_par(logits, labels, dlogits):
     return total / nf
 
 
+@njit(cache=True, nogil=True)
+def _labels_in_range(labels, C):
+    for i in range(labels.shape[0]):
+        if labels[i] < 0 or labels[i] >= C:
+            return False
+    return True
+
+
 def softmax_cross_entropy(logits, labels, dlogits):
+    if not _labels_in_range(labels, logits.shape[1]):
+        return -1.0  # a label outside [0, C): nothing computed (see docs/backends.md)
     if logits.size >= PARALLEL_MIN_WORK:
         return float(_ce_par(logits, labels, dlogits))
     return float(_ce_ser(logits, labels, dlogits))

@@ -94,8 +94,10 @@ def finite_float(name: str, v, minimum: float | None = None, maximum: float | No
     return v
 
 
-def labels_int64(name: str, labels, n: int, num_classes: int) -> np.ndarray:
-    """Integer class labels (N,) in [0, num_classes), as C-contiguous int64."""
+def labels_int64(name: str, labels, n: int, num_classes: int,
+                 check_range: bool = True) -> np.ndarray:
+    """Integer class labels (N,) in [0, num_classes), as C-contiguous int64. check_range=False
+    leaves the range to a kernel that checks it itself before any indexing (softmax-CE)."""
     if not isinstance(labels, np.ndarray):
         labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
@@ -103,7 +105,7 @@ def labels_int64(name: str, labels, n: int, num_classes: int) -> np.ndarray:
     if labels.shape != (n,):
         raise ValueError(f"{name}: expected shape ({n},) (one label per row of logits), got "
                          f"{labels.shape}")
-    if n:
+    if n and (check_range or labels.dtype == np.uint64):  # uint64 may not survive int64
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= num_classes:
             bad = lo if lo < 0 else hi
