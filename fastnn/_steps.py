@@ -147,16 +147,18 @@ class _KernelChain:
 
 class _LayerChain:
     """Any layers, each running its own forward/backward on a workspace kept for this plan
-    (swapped in for the step, then the layer's own put back)."""
+    (swapped in for the step, then the layer's own put back). The plan adopts the workspaces the
+    validated call for its shape has just filled, and gives each layer a fresh one, so a plan
+    costs no second set of buffers (the MNIST CNN's are 75 MB at batch 64)."""
 
     def __init__(self, layers, x_shape: tuple, f32: bool, train: bool) -> None:
         self.layers, self.train_mode = layers, train
         self.input = _Input(x_shape, x_shape, f32)
         self.ws, self.own_ws = [], []
         for layer in layers:
-            ws = Workspace()
-            layer.bind_grads(ws)
-            self.ws.append(ws)
+            self.ws.append(layer.ws)  # gradients already bound in it
+            layer.ws = Workspace()
+            layer.bind_grads()
         self.out = self.dout = None
 
     def _forward(self, x: np.ndarray) -> np.ndarray:

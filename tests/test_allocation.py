@@ -365,3 +365,20 @@ def test_momentum_switched_on_later_is_refused_not_read_out_of_bounds(compiled_b
     opt.momentum = 0.9
     with pytest.raises(ValueError, match="velocity"):
         model.train_on_batch(x, y, loss=loss, optimizer=opt)
+
+
+def test_a_step_plan_keeps_one_set_of_workspaces(compiled_backend):
+    # The plan adopts the buffers the validated first call filled: a CNN's train_on_batch must
+    # not hold its (large) workspaces twice.
+    model = recipes.cnn(seed=0, batchnorm=False, dropout=0.0)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 8)
+    opt, loss = Adam(model.parameters()), SoftmaxCrossEntropy()
+    for _ in range(4):
+        model.train_on_batch(x, y, loss=loss, optimizer=opt)
+    (plan,) = model._train_plans.values()
+    held = sum(ws.nbytes() for ws in plan.chain.ws)  # the plan's buffers (and bound gradients)
+    grads = model.parameters().grad.nbytes
+    left = sum(layer.ws.nbytes() for layer in model.layers)  # the layers' own now
+    assert held > 4 * grads  # the CNN's im2col columns and the like are there
+    assert left <= grads + 4096, (left, grads)  # nothing but the bound gradient views

@@ -66,6 +66,9 @@ def format_table(result: dict) -> str:
             "bandwidth, so a working set that fits in the cache can pass 100%). cold_start: wall "
             "time of a new process.", 100),
     ]
+    if m.get("peak_rss_mb"):
+        notes.append("peak RSS of a new process running 50 cnn_step iterations: " + ", ".join(
+            f"{impl} {mb:.0f} MB" for impl, mb in m["peak_rss_mb"].items()))
     for r in rows:
         for impl, err in r.get("error", {}).items():
             notes.append(f"{r['workload']}[{r['shape']}] {impl}: {err}")

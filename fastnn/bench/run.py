@@ -27,7 +27,7 @@ from .machine import (
     thread_info,
     versions,
 )
-from .timing import COLD_START_CACHES, cold_start_impls, time_call, time_cold_start
+from .timing import COLD_START_CACHES, cold_start_impls, peak_rss_mb, time_call, time_cold_start
 from .workloads import Workload, checked_case, workloads
 
 
@@ -101,6 +101,12 @@ def run_benchmarks(names=None, impls=None, quick=False, threads=2, repeat=None,
                 row["us"][impl] = 1e6 * time_cold_start(impl, cache, threads, reps)
             _summarise(row, machine, None)
             rows.append(row)
+    if with_cold:  # the memory target: 50 cnn_step iterations in a new process
+        machine["peak_rss_mb"] = {}
+        for impl in cold_start_impls():
+            if impl in wanted and not unavailable_reason(impl):
+                log(f"peak RSS, 50 cnn_step iterations: {impl}")
+                machine["peak_rss_mb"][impl] = peak_rss_mb(impl, threads)
     machine["loadavg_end"] = os.getloadavg()[0]
     settings = {"quick": quick, "threads": threads, "repeat": repeat, "min_time": min_time,
                 "workloads": names, "impls": impls, "stat": stat, "timer": "time.perf_counter"}

@@ -57,6 +57,20 @@ rng = np.random.default_rng(0)
 x, y = rng.random((64, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 64)
 model.train_on_batch(x, y, loss=SoftmaxCrossEntropy(), optimizer=Adam(model.parameters()))
 """
+_RSS_FASTNN = """
+import resource, sys
+import numpy as np, fastnn
+from fastnn import recipes
+from fastnn.losses import SoftmaxCrossEntropy
+from fastnn.optim import Adam
+model = recipes.cnn(seed=0, batchnorm=False, dropout=0.0)
+rng = np.random.default_rng(0)
+x, y = rng.random((64, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 64)
+opt, loss = Adam(model.parameters()), SoftmaxCrossEntropy()
+for _ in range(int(sys.argv[2])):
+    model.train_on_batch(x, y, loss=loss, optimizer=opt)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
 _COLD_TORCH = """
 import sys, torch
 from torch import nn
@@ -88,6 +102,32 @@ def cold_start_seconds(impl: str, cache_dir: str, threads: int) -> float:
     if proc.returncode:
         raise RuntimeError(f"cold_start {impl}: exit {proc.returncode}: {proc.stderr[-2000:]}")
     return took
+
+
+_RSS_TORCH_STEPS = """
+import resource
+for _ in range(int(sys.argv[2])):
+    opt.zero_grad(); nn.functional.cross_entropy(net(x), y).backward(); opt.step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_rss_mb(impl: str, threads: int, steps: int = 50) -> float:
+    """Peak resident memory (MB, ru_maxrss) of a new process that imports, builds the MNIST CNN
+    and runs `steps` training steps (batch 64) on `impl` (Numba's cache as it is)."""
+    import fastnn
+
+    env = dict(os.environ, FASTNN_NUM_THREADS=str(threads))
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (os.path.dirname(os.path.dirname(fastnn.__file__)), env.get("PYTHONPATH")) if p)
+    if impl in FASTNN_IMPLS:
+        env["FASTNN_BACKEND"] = impl
+    code = _COLD_TORCH + _RSS_TORCH_STEPS if impl in TORCH_IMPLS else _RSS_FASTNN
+    proc = subprocess.run([sys.executable, "-c", code, str(threads), str(steps)], env=env,
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"peak RSS {impl}: exit {proc.returncode}: {proc.stderr[-2000:]}")
+    return int(proc.stdout.split()[-1]) / 1024.0
 
 
 def cold_start_impls() -> list[str]:
