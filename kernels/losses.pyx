@@ -23,8 +23,9 @@ cdef extern from "fnn_math.h" nogil:
 
 cdef extern from * nogil:
     """
-    /* Rows [0, nrows) of (nrows, C) logits: dl = (softmax - onehot)/N, computed as the reference
-       does ((e/s - [k]) / N); returns the sum of the row losses log(s) - (x[k] - max) in double. */
+    /* Rows [0, nrows) of (nrows, C) logits: dl = (softmax - onehot)/N, as e * (1/(s*N)) (one
+       multiply per element: two divisions cost ~2x the whole row on this kind of CPU);
+       returns the sum of the row losses log(s) - (x[k] - max) in double. */
     FNN_CLONES static double fnn_sce_rows_k(const float* x, const long long* lab, float* dl,
                                             Py_ssize_t nrows, Py_ssize_t C, float fN) {
         double loss = 0.0;
@@ -37,7 +38,8 @@ cdef extern from * nogil:
             float sf = (float)s;
             float ek = dr[k];
             loss += log(s) - (double)(xr[k] - mx);
-            for (Py_ssize_t i = 0; i < C; i++) dr[i] = (dr[i] / sf) / fN;
+            float sc = (float)(1.0 / (s * (double)fN));
+            for (Py_ssize_t i = 0; i < C; i++) dr[i] = dr[i] * sc;
             dr[k] = (ek / sf - 1.0f) / fN;
         }
         return loss;
