@@ -18,9 +18,28 @@ from collections.abc import Callable, Iterator
 NAMES = ("numpy", "numba", "cython")
 _MODULES = {"numpy": "fastnn.reference", "numba": "fastnn._numba", "cython": "fastnn._cython"}
 
-# "auto": the preferred order per kernel, fastest first (measured by bench/; see README).
+# "auto": the preferred order per kernel, fastest first, as measured by `fastnn bench
+# --write-auto-order` (fastnn/data/auto_order.json, shipped; FASTNN_AUTO_ORDER=PATH reads another
+# such file). Kernels it does not name take the default order.
 _AUTO_ORDER_DEFAULT = ("cython", "numba", "numpy")
-AUTO_ORDER: dict[str, tuple[str, ...]] = {}
+AUTO_ORDER_FILE = os.path.join(os.path.dirname(__file__), "data", "auto_order.json")
+
+
+def load_auto_order(path: str | None = None) -> dict[str, tuple[str, ...]]:
+    """The per-kernel order of an auto-order file ({} when there is none or it is unreadable:
+    auto then prefers cython, numba, numpy for every kernel)."""
+    import json
+
+    path = path or os.environ.get("FASTNN_AUTO_ORDER") or AUTO_ORDER_FILE
+    try:
+        with open(path, encoding="utf-8") as f:
+            order = json.load(f)["order"]
+        return {str(k): tuple(str(b) for b in v if b in NAMES) for k, v in order.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+AUTO_ORDER: dict[str, tuple[str, ...]] = load_auto_order()
 
 _lock = threading.RLock()
 _loaded: dict[str, object] = {}

@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "steadier on a busy machine)")
     p.add_argument("--json", metavar="PATH", help="save the table and machine info as JSON")
     p.add_argument("--compare", metavar="PATH", help="show the change against a saved --json run")
+    p.add_argument("--write-auto-order", nargs="?", const="", default=None, metavar="PATH",
+                   help="write the per-kernel order of backend 'auto' measured by this run "
+                        "(default PATH: the file fastnn reads, fastnn/data/auto_order.json)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -86,6 +89,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         save_json(result, args.json)
         print(f"saved {args.json}")
+    if args.write_auto_order is not None:
+        from .autoorder import write
+
+        print(f"wrote the auto order to {write(result, args.write_auto_order or None)}")
     return 1 if result["failures"] else 0
 
 
