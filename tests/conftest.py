@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -13,6 +14,22 @@ from fastnn import backend
 ALL_BACKENDS = ("numpy", "numba", "cython")
 COMPILED = ("numba", "cython")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+CHILD_CWD = tempfile.gettempdir()
+
+
+def child_env(**extra) -> dict:
+    """The environment for a Python subprocess that must import the fastnn these tests import:
+    the installed package in CI (its compiled extensions), not the source tree a subprocess
+    started in the repository would otherwise find first. Run it with cwd=CHILD_CWD too:
+    `python -c` puts its working directory first on sys.path."""
+    from pathlib import Path
+
+    pkg_root = str(Path(fastnn.__file__).resolve().parents[1])
+    env = dict(os.environ, **{k: str(v) for k, v in extra.items()})
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, os.environ.get("PYTHONPATH")) if p)
+    return env
 
 
 def _require(name: str) -> None:

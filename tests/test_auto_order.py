@@ -4,9 +4,10 @@ derives from a run, written to the file fastnn reads at import."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+
+from conftest import CHILD_CWD, child_env
 
 from fastnn import backend
 from fastnn.bench import autoorder
@@ -45,9 +46,9 @@ def test_the_written_file_is_what_auto_follows(tmp_path):
     assert backend.load_auto_order(path)["maxpool2d_forward"] == ("numba", "cython", "numpy")
     code = ("from fastnn import backend; print(backend.resolve('maxpool2d_forward'), "
             "backend.resolve('relu'))")
-    env = {**os.environ, "FASTNN_AUTO_ORDER": path}
+    env = child_env(FASTNN_AUTO_ORDER=path)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=300)
+                         timeout=300, cwd=CHILD_CWD)
     assert res.returncode == 0, res.stderr
     first = [b for b in ("cython", "numba", "numpy") if b in backend.available()][0]
     assert res.stdout.split() == ["numba" if "numba" in backend.available() else first, first]

@@ -1,13 +1,12 @@
 """fastnn.backend: selection, the environment switch, fallback, threads."""
 
-import os
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
-from conftest import ALL_BACKENDS, IN_CI
+from conftest import ALL_BACKENDS, CHILD_CWD, IN_CI, child_env
 
 import fastnn
 from fastnn import backend
@@ -15,9 +14,9 @@ from fastnn import kernels as K
 
 
 def run_python(code: str, **env) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **env}
+    full_env = child_env(**env)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, env=full_env, timeout=300)
+                          text=True, env=full_env, timeout=300, cwd=CHILD_CWD)
 
 
 def test_all_backends_built_in_ci():

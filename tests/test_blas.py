@@ -9,11 +9,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import CHILD_CWD, _require, child_env
 
 from fastnn import _blas, backend
 from fastnn import kernels as K
-
-from conftest import _require
 
 
 def _openblas() -> bool:
@@ -90,9 +89,9 @@ print("ok")
 @pytest.mark.parametrize("name", ["cython", "numba"])
 def test_compiled_kernels_fall_back_to_matmul_without_direct_blas(name):
     _require(name)
-    env = {**os.environ, "FASTNN_DIRECT_BLAS": "0"}
+    env = child_env(FASTNN_DIRECT_BLAS="0")
     res = subprocess.run([sys.executable, "-c", _FALLBACK, name], capture_output=True, text=True,
-                         env=env, timeout=300)
+                         env=env, timeout=300, cwd=CHILD_CWD)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "ok"
 
@@ -152,10 +151,10 @@ def test_gemm_split_does_not_depend_on_the_thread_count(name):
     # count, and its result for an element can change with the block it lands in.) In a fresh
     # process, so that Numba's pool can have 3 threads (NUMBA_NUM_THREADS caps it at import).
     _require(name)
-    env = {**os.environ, "NUMBA_NUM_THREADS": "3"}
+    env = child_env(NUMBA_NUM_THREADS="3")
     env.pop("FASTNN_NUM_THREADS", None)
     res = subprocess.run([sys.executable, "-c", _SPLIT, name], capture_output=True, text=True,
-                         env=env, timeout=300)
+                         env=env, timeout=300, cwd=CHILD_CWD)
     assert res.returncode == 0, res.stderr
     if res.stdout.strip() == "skip":
         pytest.skip("no direct BLAS here")

@@ -10,8 +10,7 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import _require
+from conftest import CHILD_CWD, _require, child_env
 
 _PROBE = r"""
 import os, sys
@@ -53,7 +52,7 @@ print(before, small, threads())
 def test_small_network_steps_start_no_worker_thread(name):
     _require(name)
     res = subprocess.run([sys.executable, "-c", _PROBE, name], capture_output=True, text=True,
-                         timeout=600, env={**os.environ, "FASTNN_NUM_THREADS": "2"})
+                         timeout=600, env=child_env(FASTNN_NUM_THREADS="2"), cwd=CHILD_CWD)
     assert res.returncode == 0, res.stderr
     before, small, big = map(int, res.stdout.split())
     assert small == before, f"a small step started {small - before} worker thread(s)"
