@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CHILD_CWD, child_env
 
 import fastnn
 from fastnn import backend, cli
@@ -189,14 +190,12 @@ def test_console_script_is_declared():
 
 
 def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    return child_env()
 
 
 def test_python_dash_m_help_subprocess():
     r = subprocess.run([sys.executable, "-m", "fastnn", "--help"], capture_output=True, text=True,
-                       env=_env(), cwd=ROOT, timeout=120)
+                       env=_env(), cwd=CHILD_CWD, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "train" in r.stdout and "info" in r.stdout
     assert "Traceback" not in r.stderr

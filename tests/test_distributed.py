@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import IN_CI, REPORT
+from conftest import CHILD_CWD, IN_CI, REPORT
 
 import fastnn
 from fastnn import distributed, hpsearch
@@ -268,7 +268,7 @@ def test_import_fastnn_never_imports_mpi4py():
             "assert 'mpi4py' not in sys.modules, 'mpi4py was imported'")
     env = {k: v for k, v in _env().items() if k not in distributed._LAUNCHER_VARS}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=60)
+                       timeout=60, cwd=CHILD_CWD)
     assert r.returncode == 0, r.stderr
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ALL_BACKENDS, COMPILED, REPORT, _require
+from conftest import ALL_BACKENDS, CHILD_CWD, COMPILED, REPORT, _require
 
 import fastnn
 from fastnn import Sequential, backend
@@ -266,7 +266,7 @@ def test_sigkill_during_save_leaves_the_previous_file_intact(tmp_path):
     mid_write, versions = 0, []
     for delay in (0.0, 0.03, 0.07, 0.15, 0.3):
         child = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], env=child_env(),
-                                 stdout=subprocess.PIPE, text=True)
+                                 stdout=subprocess.PIPE, text=True, cwd=CHILD_CWD)
         started = 0
         line = child.stdout.readline()
         assert line.startswith("saving"), line
@@ -328,7 +328,8 @@ def test_fit_killed_after_epoch_k_resumes_bitwise(backend_name, tmp_path, one_th
     k = 2
     pattern = str(tmp_path / "ck-{epoch}.npz")
     proc = subprocess.run([sys.executable, "-c", INTERRUPTED_FIT, backend_name, str(k), pattern],
-                          env=child_env(), capture_output=True, text=True, timeout=300)
+                          env=child_env(), capture_output=True, text=True, timeout=300,
+                          cwd=CHILD_CWD)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert sorted(os.listdir(tmp_path)) == [f"ck-{e}.npz" for e in range(1, k + 1)]
 
@@ -363,7 +364,7 @@ def fresh_process_digests():
     """The same 200-step runs in a fresh interpreter with 2 threads."""
     names = [b for b in ALL_BACKENDS if b in backend.available()]
     proc = subprocess.run([sys.executable, "-c", DIGESTS, ",".join(names)], env=child_env(2),
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, cwd=CHILD_CWD)
     return last_json(proc)
 
 
@@ -483,7 +484,7 @@ def test_compiled_kernels_release_the_gil_and_threads_train_independently():
     for b in COMPILED:
         _require(b)
     proc = subprocess.run([sys.executable, "-c", THREADS, ",".join(names)], env=child_env(2),
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, cwd=CHILD_CWD)
     out = last_json(proc)
     held = {}
     for name in names:

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ALL_BACKENDS, REPORT
+from conftest import ALL_BACKENDS, CHILD_CWD, REPORT
 
 from fastnn import backend
 
@@ -97,7 +97,7 @@ def run_soak(mode: str, steps: int, names=()) -> dict:
     env = dict(os.environ, FASTNN_NUM_THREADS=os.environ.get("FASTNN_NUM_THREADS", "1"),
                PYTHONPATH=os.pathsep.join([pkg_root, os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-c", SOAK, mode, str(steps), ",".join(names)],
-                          env=env, capture_output=True, text=True, timeout=3600)
+                          env=env, capture_output=True, text=True, timeout=3600, cwd=CHILD_CWD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

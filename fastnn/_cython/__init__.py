@@ -4,7 +4,11 @@ Same functions and signatures as fastnn.reference (see docs/backends.md). Import
 fails with ImportError when the extensions were not built; fastnn.backend then falls back.
 """
 
-from . import conv as _conv
+try:
+    from . import conv as _conv
+except ImportError as exc:  # a source tree without built extensions
+    raise ImportError("fastnn's Cython kernels were not built in this tree (in a source "
+                      "checkout: python setup.py build_ext --inplace)") from exc
 from ._threads import _extensions, direct_blas, get_num_threads, openmp_enabled, set_num_threads
 from .activations import (
     relu,
