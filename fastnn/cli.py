@@ -35,11 +35,18 @@ def cmd_info(args: argparse.Namespace) -> int:
             os.path.dirname(_numba.__file__), "__pycache__")
         print(f"numba {numba.__version__}: threading layer {numba.config.THREADING_LAYER}, "
               f"threads {_numba.get_num_threads()}, cache {cache}")
+    from fastnn import _blas
+
+    sg = _blas.sgemm_info()
+    how = (f"NumPy's BLAS ({sg['symbol']}) called from the kernels' own threads" if sg["pointer"]
+           else f"np.matmul ({sg.get('reason', '')})")
+    print(f"gemm: {how}; BLAS pool at {backend.blas_threads()} thread(s) for the selected backend")
     for info in backend.blas_info():
         print(f"{info['user_api']}: {info.get('internal_api')} {info.get('version')} "
               f"threads={info.get('num_threads')} arch={info.get('architecture')} "
               f"({os.path.basename(info.get('filepath', ''))})")
-    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
+                "FASTNN_DIRECT_BLAS", "FASTNN_AUTO_ORDER", "GOMP_SPINCOUNT"):
         if var in os.environ:
             print(f"env {var}={os.environ[var]}")
     return 0
