@@ -68,17 +68,27 @@ def save(model, path, optimizer=None, extra: dict | None = None) -> str:
                 arrays[f"optim.{k}"] = a
     header["sha256"] = _digest(arrays, header)
     arrays[HEADER] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    atomic_write(path, lambda f: np.savez(f, **arrays), "path", "a model file")
+    return path
+
+
+def atomic_write(path, write, arg: str = "path", what: str = "a file",
+                 prefix: str = ".fastnn-") -> None:
+    """write(f) into a temporary file beside `path` (the usual file mode), fsync, then rename it
+    over `path` and fsync the directory: a crash at any point leaves the old file or the new one,
+    never a mix. `arg` and `what` name the argument and the file in the error when the directory
+    is not writable."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise OSError(f"path: cannot write a model file in {directory!r}: {exc.strerror}") from exc
+        raise OSError(f"{arg}: cannot write {what} in {directory!r}: {exc.strerror}") from exc
     umask = os.umask(0)
     os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a saved model gets the usual mode
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -94,7 +104,6 @@ def save(model, path, optimizer=None, extra: dict | None = None) -> str:
             os.close(dfd)
     except OSError:
         pass
-    return path
 
 
 def _read(path):

@@ -19,10 +19,11 @@ import io
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 
 import numpy as np
+
+from ..io import atomic_write
 
 FORMAT = "fastnn-dlfs-params"
 VERSION = 1
@@ -95,28 +96,6 @@ def restricted_loads(data: bytes):
     return RestrictedUnpickler(io.BytesIO(data)).load()
 
 
-def _atomic_write(file_name: str, write) -> None:
-    directory = os.path.dirname(os.path.abspath(file_name))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".dlfs-", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise OSError(f"file_name: cannot write {file_name!r} in {directory!r}: "
-                      f"{exc.strerror}") from exc
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, file_name)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _digest(arrays: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for key in sorted(arrays):
@@ -147,14 +126,16 @@ def save_params(params: dict, file_name="params.pkl", format: str | None = None)
         format = "npz" if file_name.lower().endswith(".npz") else "pickle"
     if format == "pickle":
         data = {key: np.array(val) for key, val in params.items()}
-        _atomic_write(file_name, lambda f: pickle.dump(data, f, protocol=4))
+        atomic_write(file_name, lambda f: pickle.dump(data, f, protocol=4), "file_name",
+                     repr(file_name), prefix=".dlfs-")
     elif format == "npz":
         arrays = {key: np.ascontiguousarray(val) for key, val in params.items()}
         if HEADER in arrays:
             raise ValueError(f"params: the key {HEADER!r} is reserved for the file header")
         header = {"format": FORMAT, "version": VERSION, "sha256": _digest(arrays)}
         arrays[HEADER] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-        _atomic_write(file_name, lambda f: np.savez(f, **arrays))
+        atomic_write(file_name, lambda f: np.savez(f, **arrays), "file_name", repr(file_name),
+                     prefix=".dlfs-")
     else:
         raise ValueError(f"format: expected 'pickle', 'npz' or None (from the file name), got "
                          f"{format!r}")
