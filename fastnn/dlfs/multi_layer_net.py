@@ -41,6 +41,17 @@ def l2_penalty(params, n_affine, lam):
     return 0.5 * lam * total
 
 
+def affine_params(sizes, weight_init_std) -> dict:
+    """W1, b1, W2, ... for Affine layers between consecutive `sizes`, drawn in the book's order
+    (float32; the scale from weight_init_std and the fan-in)."""
+    params = {}
+    for idx in range(1, len(sizes)):
+        scale = weight_scale(weight_init_std, sizes[idx - 1])
+        params["W" + str(idx)] = randn32(scale, sizes[idx - 1], sizes[idx])
+        params["b" + str(idx)] = zeros32(sizes[idx])
+    return params
+
+
 class MultiLayerNet(ParamsFileMixin):
     def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
                  weight_init_std="relu", weight_decay_lambda=0):
@@ -49,14 +60,9 @@ class MultiLayerNet(ParamsFileMixin):
         self.hidden_size_list = hidden_size_list
         self.hidden_layer_num = len(hidden_size_list)
         self.weight_decay_lambda = weight_decay_lambda
-        self.params = {}
         act = activation_class(activation)
-
-        sizes = [input_size] + list(hidden_size_list) + [output_size]
-        for idx in range(1, len(sizes)):
-            scale = weight_scale(weight_init_std, sizes[idx - 1])
-            self.params["W" + str(idx)] = randn32(scale, sizes[idx - 1], sizes[idx])
-            self.params["b" + str(idx)] = zeros32(sizes[idx])
+        self.params = affine_params([input_size, *hidden_size_list, output_size],
+                                    weight_init_std)
 
         self.layers = OrderedDict()
         for idx in range(1, self.hidden_layer_num + 1):

@@ -6,10 +6,10 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ._net import ParamsFileMixin, backward_all, randn32, zeros32
+from ._net import ParamsFileMixin, backward_all, zeros32
 from .gradient import numerical_gradient
 from .layers import Affine, BatchNormalization, Dropout, SoftmaxWithLoss
-from .multi_layer_net import activation_class, l2_penalty, weight_scale
+from .multi_layer_net import activation_class, affine_params, l2_penalty
 
 
 class MultiLayerNetExtend(ParamsFileMixin):
@@ -23,14 +23,9 @@ class MultiLayerNetExtend(ParamsFileMixin):
         self.use_dropout = use_dropout
         self.weight_decay_lambda = weight_decay_lambda
         self.use_batchnorm = use_batchnorm
-        self.params = {}
         act = activation_class(activation)
-
-        sizes = [input_size] + list(hidden_size_list) + [output_size]
-        for idx in range(1, len(sizes)):
-            scale = weight_scale(weight_init_std, sizes[idx - 1])
-            self.params["W" + str(idx)] = randn32(scale, sizes[idx - 1], sizes[idx])
-            self.params["b" + str(idx)] = zeros32(sizes[idx])
+        self.params = affine_params([input_size, *hidden_size_list, output_size],
+                                    weight_init_std)
 
         self.layers = OrderedDict()
         for idx in range(1, self.hidden_layer_num + 1):
