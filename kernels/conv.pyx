@@ -473,13 +473,19 @@ cdef void _conv_fwd(const float* x, const float* W2, const float* b, int N, int 
 
 
 def conv_cols(const float[:, :, :, ::1] x, int kh, int kw, int stride, int pad,
-              float[:, ::1] cols):
-    """The columns conv2d_backward reads, in this backend's layout (CONV_COLS_LAYOUT "planes":
-    per image n, (C*kh*kw, OH*OW) at offset n*K*P of the flat buffer)."""
+              float[:, ::1] cols, int F):
+    """The columns conv2d_backward reads for F output channels, in this backend's layout
+    (CONV_COLS_LAYOUT "planes": per image n, (C*kh*kw, OH*OW) at offset n*K*P of the flat
+    buffer; for the convolutions that run as Winograd, the blocks of V tiles of _winograd.pxi)."""
     cdef int N = <int>x.shape[0], C = <int>x.shape[1], H = <int>x.shape[2], W = <int>x.shape[3]
     cdef int OH = _out_size(H, kh, stride, pad), OW = _out_size(W, kw, stride, pad)
     cdef Py_ssize_t n, KP = <Py_ssize_t>C * kh * kw * OH * OW
+    cdef _Wg g
     if cols.shape[0] == 0 or cols.shape[1] == 0:
+        return
+    if _wg_plan(N, C, H, W, F, kh, kw, stride, pad, &g):
+        with nogil:
+            _wg_cols(&x[0, 0, 0, 0], &g, &cols[0, 0])
         return
     with nogil:
         if N > 1 and _nthreads > 1 and N * KP >= PARALLEL_MIN_WORK:
@@ -508,6 +514,9 @@ cdef inline float _row_sum(const float* a, Py_ssize_t n) noexcept nogil:
     for k in range(16):
         s += lanes[k]
     return s
+
+
+include "_winograd.pxi"
 
 
 cdef inline void _conv_bwd_chunk(const float* dy, const float* cols, const float* W2, int C, int H,
@@ -606,6 +615,20 @@ def conv2d_forward(x, W, b, int stride, int pad, y, cols, tmp):
     if _sgemm == NULL:
         _conv2d_forward_matmul(x, W, b, stride, pad, y, cols, tmp)
         return
+    cdef _Wg g
+    cdef bint owned
+    cdef float* scratch
+    if _wg_plan(N, <int>xv.shape[1], <int>xv.shape[2], <int>xv.shape[3], F, kh, kw, stride, pad,
+                &g):
+        scratch = _wg_scratch(&g, tmp.reshape(-1), &owned)
+        if scratch == NULL:
+            raise MemoryError("conv2d_forward: no memory for the Winograd scratch")
+        with nogil:
+            _wg_forward(&xv[0, 0, 0, 0], &Wv[0, 0, 0, 0], &bv[0], &g, &colsv[0, 0], scratch,
+                        &yv[0, 0, 0, 0])
+        if owned:
+            free(scratch)
+        return
     with nogil:
         _conv_fwd(&xv[0, 0, 0, 0], &Wv[0, 0, 0, 0], &bv[0], N, <int>xv.shape[1],
                   <int>xv.shape[2], <int>xv.shape[3], F, kh, kw, stride, pad, &colsv[0, 0],
@@ -643,6 +666,19 @@ def conv2d_backward(dy, cols, W, int stride, int pad, dx, dW, db, dyt, dcols):
     else:  # the input size from the geometry (any H, W with these output sizes would do)
         H = (<int>dyv.shape[2] - 1) * stride + kh - 2 * pad
         Wd = (<int>dyv.shape[3] - 1) * stride + kw - 2 * pad
+    cdef _Wg g
+    cdef bint owned
+    cdef float* scratch
+    if _wg_plan(N, C, H, Wd, F, kh, kw, stride, pad, &g):
+        scratch = _wg_scratch(&g, dyt.reshape(-1), &owned)
+        if scratch == NULL:
+            raise MemoryError("conv2d_backward: no memory for the Winograd scratch")
+        with nogil:
+            _wg_backward(&dyv[0, 0, 0, 0], &Wv[0, 0, 0, 0], &colsv[0, 0], &g, scratch,
+                         &dWv[0, 0, 0, 0], &dbv[0], dxp)
+        if owned:
+            free(scratch)
+        return
     with nogil:
         _conv_bwd(&dyv[0, 0, 0, 0], &colsv[0, 0], &Wv[0, 0, 0, 0], N, C, H, Wd, F, kh, kw,
                   stride, pad, &dWv[0, 0, 0, 0], &dbv[0], &dcolsv[0, 0], dxp, &dytv[0, 0],

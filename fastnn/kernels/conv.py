@@ -74,11 +74,22 @@ def cols_layout(kernel: str = "conv2d_backward") -> str:
     return "rows" if layout is None else layout()
 
 
-def _conv_cols(x, kh, kw, stride, pad, cols, layout):
+def _conv_cols(x, F, kh, kw, stride, pad, cols, layout):
     if layout == "rows":
         impl("im2col")(x, kh, kw, stride, pad, cols)
     else:
-        backend._load(backend.resolve("conv2d_backward")).conv_cols(x, kh, kw, stride, pad, cols)
+        backend._load(backend.resolve("conv2d_backward")).conv_cols(x, kh, kw, stride, pad, cols,
+                                                                    F)
+
+
+def _scratch_size(kernel, x_shape, W_shape, stride, pad) -> int:
+    """Floats of scratch the backend running `kernel` wants for this convolution in place of the
+    reference's GEMM buffers (the Cython backend's Winograd path), or 0."""
+    size = getattr(backend._load(backend.resolve(kernel)), "conv_scratch_size", None)
+    if size is None:
+        return 0
+    F, C, kh, kw = W_shape
+    return int(size(x_shape[0], C, x_shape[2], x_shape[3], F, kh, kw, stride, pad))
 
 
 def conv2d_forward(x, W, b, stride=1, pad=0, *, ws: Workspace | None = None) -> np.ndarray:
@@ -93,7 +104,8 @@ def conv2d_forward(x, W, b, stride=1, pad=0, *, ws: Workspace | None = None) -> 
     rows, k = N * OH * OW, W.shape[1] * W.shape[2] * W.shape[3]
     y = buffer(ws, "y", (N, F, OH, OW))
     cols = buffer(ws, "cols", (rows, k))
-    tmp = buffer(ws, "gemm", (rows, F))
+    need = _scratch_size("conv2d_forward", x.shape, W.shape, stride, pad)
+    tmp = buffer(ws, "conv_scratch", (1, need)) if need else buffer(ws, "gemm", (rows, F))
     impl("conv2d_forward")(x, W, b, stride, pad, y, cols, tmp)
     if ws is not None:
         ws.tag("cols", cols_layout("conv2d_forward"))
@@ -122,13 +134,16 @@ def conv2d_backward(dy, x, W, stride=1, pad=0, *, ws: Workspace | None = None,
             cols = None
     if cols is None:
         cols = buffer(ws, "cols", (rows, k))
-        _conv_cols(x, kh, kw, stride, pad, cols, layout)
+        _conv_cols(x, F, kh, kw, stride, pad, cols, layout)
         if ws is not None:
             ws.tag("cols", layout)
     dx = buffer(ws, "dx", x.shape) if need_dx else None
     dW = buffer(ws, "dW", W.shape)
     db = buffer(ws, "db", (F,))
-    dyt = buffer(ws, "gemm", (rows, F))
-    dcols = buffer(ws, "dcols", (rows, k))
+    need = _scratch_size("conv2d_backward", x.shape, W.shape, stride, pad)
+    if need:  # one scratch for everything (dcols is not read)
+        dyt, dcols = buffer(ws, "conv_scratch", (1, need)), buffer(ws, "conv_nodcols", (1, 1))
+    else:
+        dyt, dcols = buffer(ws, "gemm", (rows, F)), buffer(ws, "dcols", (rows, k))
     impl("conv2d_backward")(dy, cols, W, stride, pad, dx, dW, db, dyt, dcols)
     return dx, dW, db

@@ -1,0 +1,144 @@
+"""Winograd F(2x2, 3x3): the NumPy form (fastnn.reference.winograd) against the reference
+convolution in float64, and the Cython backend's Winograd path (3x3, stride 1, >= 8 channels)
+against the NumPy backend, across thread counts, workspaces and backends."""
+
+import numpy as np
+import pytest
+from conftest import _require, randn
+
+from fastnn import backend
+from fastnn import kernels as K
+from fastnn import reference as R
+from fastnn.reference import winograd as WG
+
+# (N, C, H, W, F, pad): even and odd outputs (the last tile row/column overhangs), pad 0/1/2,
+# non-square, one image, batches that do not fill the last block, and 28x28 (one image per block).
+GEOMETRIES = [
+    (4, 8, 14, 14, 16, 1),
+    (3, 9, 7, 5, 10, 1),
+    (2, 8, 6, 9, 8, 0),
+    (5, 16, 5, 5, 8, 2),
+    (1, 8, 4, 5, 12, 0),
+    (13, 8, 14, 14, 8, 1),
+    (3, 12, 28, 28, 9, 1),
+]
+
+
+def _reference(x, Wt, b, dy, pad):
+    N, C, H, W = x.shape
+    F = Wt.shape[0]
+    OH, OW = H + 2 * pad - 2, W + 2 * pad - 2
+    rows, k = N * OH * OW, C * 9
+    y, cols = np.empty((N, F, OH, OW), x.dtype), np.empty((rows, k), x.dtype)
+    R.conv2d_forward(x, Wt, b, 1, pad, y, cols, np.empty((rows, F), x.dtype))
+    dx, dW, db = np.empty_like(x), np.empty_like(Wt), np.empty_like(b)
+    R.conv2d_backward(dy, cols, Wt, 1, pad, dx, dW, db, np.empty((rows, F), x.dtype),
+                      np.empty((rows, k), x.dtype))
+    return y, dx, dW, db
+
+
+@pytest.mark.parametrize("geom", GEOMETRIES + [(2, 1, 3, 3, 1, 0), (1, 2, 2, 3, 2, 1)])
+def test_numpy_winograd_equals_the_reference_convolution_in_float64(geom, rng):
+    N, C, H, W, F, p = geom
+    x, Wt, b = (rng.standard_normal(s) for s in ((N, C, H, W), (F, C, 3, 3), (F,)))
+    dy = rng.standard_normal((N, F, H + 2 * p - 2, W + 2 * p - 2))
+    y, dx, dW, db = _reference(x, Wt, b, dy, p)
+    y2, V = WG.conv3x3_forward(x, Wt, b, p)
+    for got, want in zip((y2, *WG.conv3x3_backward(dy, V, Wt, x.shape, p)), (y, dx, dW, db)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def _cython_conv(x, Wt, b, dy, p, threads=None, need_dx=True):
+    before = backend.get_num_threads()
+    try:
+        if threads:
+            backend.set_num_threads(threads)
+        with backend.using("cython"):
+            ws = K.Workspace()
+            y = K.conv2d_forward(x, Wt, b, 1, p, ws=ws).copy()
+            grads = K.conv2d_backward(dy, x, Wt, 1, p, ws=ws, cols=ws["cols"], need_dx=need_dx)
+            return [y] + [None if g is None else g.copy() for g in grads]
+    finally:
+        backend.set_num_threads(before)
+
+
+@pytest.mark.parametrize("geom", GEOMETRIES)
+def test_cython_winograd_equals_the_numpy_backend(geom, rng):
+    _require("cython")
+    N, C, H, W, F, p = geom
+    from fastnn._cython import conv as cyconv
+
+    assert cyconv.conv_scratch_size(N, C, H, W, F, 3, 3, 1, p) > 0, "not on the Winograd path"
+    x, Wt, b = randn(rng, N, C, H, W), randn(rng, F, C, 3, 3), randn(rng, F)
+    dy = randn(rng, N, F, H + 2 * p - 2, W + 2 * p - 2)
+    want = _reference(x, Wt, b, dy, p)
+    got = _cython_conv(x, Wt, b, dy, p)
+    for g, w, name in zip(got, want, ("y", "dx", "dW", "db")):
+        assert g.dtype == np.float32
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=name)
+    no_dx = _cython_conv(x, Wt, b, dy, p, need_dx=False)
+    assert no_dx[1] is None
+    for g, w in zip(no_dx[2:], got[2:]):
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("geom", [GEOMETRIES[0], GEOMETRIES[5], GEOMETRIES[6]])
+def test_cython_winograd_bits_never_depend_on_the_thread_count(geom, rng):
+    _require("cython")
+    N, C, H, W, F, p = geom
+    x, Wt, b = randn(rng, N, C, H, W), randn(rng, F, C, 3, 3), randn(rng, F)
+    dy = randn(rng, N, F, H + 2 * p - 2, W + 2 * p - 2)
+    one = _cython_conv(x, Wt, b, dy, p, threads=1)
+    for threads in (2, 3):
+        for a, c in zip(one, _cython_conv(x, Wt, b, dy, p, threads=threads)):
+            np.testing.assert_array_equal(a, c, err_msg=f"{threads} threads")
+
+
+def test_cython_winograd_allocates_its_own_scratch_when_given_too_little(rng):
+    # Called directly with the reference's buffer shapes (as another caller might), not the
+    # workspace's: same bits, no out-of-bounds writes (the buffers' guard rows stay untouched).
+    _require("cython")
+    from fastnn._cython import conv as cyconv
+
+    N, C, H, W, F, p = GEOMETRIES[0]
+    x, Wt, b = randn(rng, N, C, H, W), randn(rng, F, C, 3, 3), randn(rng, F)
+    dy = randn(rng, N, F, H, W)
+    want = _cython_conv(x, Wt, b, dy, p)
+    rows, k = N * H * W, C * 9
+    y, cols = np.empty((N, F, H, W), np.float32), np.empty((rows, k), np.float32)
+    small = np.full((rows + 1, F), 7.0, np.float32)
+    cyconv.conv2d_forward(x, Wt, b, 1, p, y, cols, small[:1])
+    dx, dW, db = np.empty_like(x), np.empty_like(Wt), np.empty(F, np.float32)
+    cyconv.conv2d_backward(dy, cols, Wt, 1, p, dx, dW, db, small[:1], np.empty((1, 1), np.float32))
+    for g, w in zip((y, dx, dW, db), want):
+        np.testing.assert_array_equal(g, w)
+    assert (small[1:] == 7.0).all()
+
+
+def test_winograd_only_where_it_applies():
+    _require("cython")
+    from fastnn._cython import conv as cyconv
+
+    assert cyconv.conv_scratch_size(8, 32, 14, 14, 64, 3, 3, 1, 1) > 0
+    for args in ((8, 32, 14, 14, 64, 3, 3, 2, 1), (8, 32, 14, 14, 64, 5, 5, 1, 2),
+                 (8, 4, 14, 14, 64, 3, 3, 1, 1), (8, 32, 14, 14, 4, 3, 3, 1, 1),
+                 (8, 32, 3, 3, 64, 3, 3, 1, 0), (8, 32, 14, 14, 64, 3, 2, 1, 1)):
+        assert cyconv.conv_scratch_size(*args) == 0, args
+
+
+@pytest.mark.parametrize("first, second", [("cython", "numpy"), ("numpy", "cython"),
+                                           ("cython", "numba"), ("numba", "cython")])
+def test_winograd_tiles_are_never_misread_by_another_backend(first, second, rng):
+    for name in (first, second):
+        _require(name)
+    x, Wt, b = randn(rng, 5, 8, 9, 8), randn(rng, 12, 8, 3, 3), randn(rng, 12)
+    ws = K.Workspace()
+    with backend.using(first):
+        y = K.conv2d_forward(x, Wt, b, 1, 1, ws=ws)
+    dy = randn(rng, *y.shape)
+    with backend.using(second):
+        got = [a.copy() for a in K.conv2d_backward(dy, x, Wt, 1, 1, ws=ws, cols=ws["cols"])]
+    with backend.using("numpy"):
+        want = K.conv2d_backward(dy, x, Wt, 1, 1)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
