@@ -483,9 +483,12 @@ def conv_cols(const float[:, :, :, ::1] x, int kh, int kw, int stride, int pad,
     cdef _Wg g
     if cols.shape[0] == 0 or cols.shape[1] == 0:
         return
+    cdef int status
     if _wg_plan(N, C, H, W, F, kh, kw, stride, pad, &g):
         with nogil:
-            _wg_cols(&x[0, 0, 0, 0], &g, &cols[0, 0])
+            status = _wg_cols(&x[0, 0, 0, 0], &g, &cols[0, 0])
+        if status < 0:
+            raise MemoryError("conv_cols: no memory for the Winograd scratch")
         return
     with nogil:
         if N > 1 and _nthreads > 1 and N * KP >= PARALLEL_MIN_WORK:

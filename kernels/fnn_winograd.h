@@ -14,110 +14,150 @@
 
 #include "fnn_math.h"
 
-FNN_INLINE void fnn_wg_in_tile(const float* d, float* v, Py_ssize_t ldp) {
-    float r[16];
-    for (int j = 0; j < 4; j++) { /* B^T d */
-        r[j] = d[j] - d[8 + j];
-        r[4 + j] = d[4 + j] + d[8 + j];
-        r[8 + j] = d[8 + j] - d[4 + j];
-        r[12 + j] = d[4 + j] - d[12 + j];
-    }
-    for (int i = 0; i < 4; i++) { /* (B^T d) B */
-        const float* q = r + 4 * i;
-        v[(4 * i) * ldp] = q[0] - q[2];
-        v[(4 * i + 1) * ldp] = q[1] + q[2];
-        v[(4 * i + 2) * ldp] = q[2] - q[1];
-        v[(4 * i + 3) * ldp] = q[1] - q[3];
+/* The plane functions take the tiles in chunks of at most FNN_WG_CHUNK (whole rows of tiles, or
+   pieces of one row when a row holds more): the chunk's pixels are copied to or from a small
+   zero-padded patch, so gathering the tiles needs no bounds checks, and the transform runs over
+   the chunk's tiles with every access contiguous, so gcc vectorises it. The tiles t of a chunk are
+   consecutive: t = t0 + k, k = tyl * nc + txl. */
+#define FNN_WG_CHUNK 64
+#define FNN_WG_PATCH 1024 /* (2*nr + 2) * (2*nc + 2) <= 4*64 + 4*65 + 4 floats */
+
+#define FNN_WG_FOR_CHUNKS(TH, TW)                                                              \
+    int rpc_ = (TW) <= FNN_WG_CHUNK ? FNN_WG_CHUNK / (TW) : 1;                                 \
+    int cpc_ = (TW) <= FNN_WG_CHUNK ? (TW) : FNN_WG_CHUNK;                                     \
+    for (int ty0 = 0; ty0 < (TH); ty0 += rpc_)                                                 \
+        for (int tx0 = 0, nr = (TH) - ty0 < rpc_ ? (TH) - ty0 : rpc_; tx0 < (TW); tx0 += cpc_) \
+            for (int nc = (TW) - tx0 < cpc_ ? (TW) - tx0 : cpc_, once_ = 1; once_; once_ = 0)
+
+/* v[p*ldp + k] = o[p][k], k < n: one contiguous copy per position. */
+FNN_INLINE void fnn_wg_store(float (*o)[FNN_WG_CHUNK], int n, float* v, Py_ssize_t ldp) {
+    for (int p = 0; p < 16; p++) memcpy(v + p * ldp, o[p], sizeof(float) * (size_t)n);
+}
+
+/* patch (rows, cols) = the plane x (H, W) from pixel (h0, w0) on, zero outside the plane. */
+FNN_INLINE void fnn_wg_patch(const float* x, int H, int W, int h0, int w0, int rows, int cols,
+                             float* patch) {
+    memset(patch, 0, sizeof(float) * (size_t)rows * (size_t)cols);
+    int lo = w0 < 0 ? -w0 : 0, hi = W - w0 < cols ? W - w0 : cols;
+    if (hi <= lo) return;
+    for (int r = 0; r < rows; r++) {
+        int h = h0 + r;
+        if (h >= 0 && h < H)
+            memcpy(patch + (Py_ssize_t)r * cols + lo, x + (Py_ssize_t)h * W + w0 + lo,
+                   sizeof(float) * (size_t)(hi - lo));
     }
 }
 
-/* V tiles of one image plane x (H, W): V[p*ldp + t]. */
+/* V tiles of one image plane x (H, W): V[p*ldp + t] = (B^T d B)[p] for every tile t. */
 FNN_CLONES static void fnn_wg_input_plane(const float* x, int H, int W, int pad, int TH, int TW,
                                           float* V, Py_ssize_t ldp) {
-    float d[16];
-    for (int ty = 0; ty < TH; ty++) {
-        int h0 = 2 * ty - pad;
-        int rows_in = h0 >= 0 && h0 + 4 <= H;
-        for (int tx = 0; tx < TW; tx++) {
-            int w0 = 2 * tx - pad;
-            if (rows_in && w0 >= 0 && w0 + 4 <= W) {
-                const float* s = x + (Py_ssize_t)h0 * W + w0;
-                for (int i = 0; i < 4; i++)
-                    for (int j = 0; j < 4; j++) d[4 * i + j] = s[(Py_ssize_t)i * W + j];
-            } else {
-                for (int i = 0; i < 4; i++)
-                    for (int j = 0; j < 4; j++) {
-                        int h = h0 + i, w = w0 + j;
-                        d[4 * i + j] = (h >= 0 && h < H && w >= 0 && w < W)
-                                           ? x[(Py_ssize_t)h * W + w] : 0.0f;
-                    }
+    float patch[FNN_WG_PATCH], d[16][FNN_WG_CHUNK], o[16][FNN_WG_CHUNK];
+    FNN_WG_FOR_CHUNKS(TH, TW) {
+        int n = nr * nc, pw = 2 * nc + 2;
+        fnn_wg_patch(x, H, W, 2 * ty0 - pad, 2 * tx0 - pad, 2 * nr + 2, pw, patch);
+        for (int tyl = 0; tyl < nr; tyl++)
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++) {
+                    const float* src = patch + (2 * tyl + i) * pw + j;
+                    float* dst = d[4 * i + j] + tyl * nc;
+                    for (int txl = 0; txl < nc; txl++) dst[txl] = src[2 * txl];
+                }
+        for (int k = 0; k < n; k++) {
+            float r[16];
+            for (int j = 0; j < 4; j++) { /* B^T d */
+                r[j] = d[j][k] - d[8 + j][k];
+                r[4 + j] = d[4 + j][k] + d[8 + j][k];
+                r[8 + j] = d[8 + j][k] - d[4 + j][k];
+                r[12 + j] = d[4 + j][k] - d[12 + j][k];
             }
-            fnn_wg_in_tile(d, V + (Py_ssize_t)ty * TW + tx, ldp);
+            for (int i = 0; i < 4; i++) { /* (B^T d) B */
+                const float* q = r + 4 * i;
+                o[4 * i][k] = q[0] - q[2];
+                o[4 * i + 1][k] = q[1] + q[2];
+                o[4 * i + 2][k] = q[2] - q[1];
+                o[4 * i + 3][k] = q[1] - q[3];
+            }
         }
+        fnn_wg_store(o, n, V + (Py_ssize_t)ty0 * TW + tx0, ldp);
     }
 }
 
 /* One output plane y (OH, OW) = A^T m A + b from M[p*ldp + t]. */
 FNN_CLONES static void fnn_wg_output_plane(const float* M, Py_ssize_t ldp, int TH, int TW, int OH,
                                            int OW, float b, float* y) {
-    for (int ty = 0; ty < TH; ty++) {
-        for (int tx = 0; tx < TW; tx++) {
-            const float* m = M + (Py_ssize_t)ty * TW + tx;
+    float patch[FNN_WG_PATCH], o4[4][FNN_WG_CHUNK];
+    FNN_WG_FOR_CHUNKS(TH, TW) {
+        int n = nr * nc, pw = 2 * nc;
+        const float* m = M + (Py_ssize_t)ty0 * TW + tx0;
+        for (int k = 0; k < n; k++) {
             float s0[4], s1[4];
             for (int j = 0; j < 4; j++) { /* A^T m */
-                float m0 = m[j * ldp], m1 = m[(4 + j) * ldp], m2 = m[(8 + j) * ldp],
-                      m3 = m[(12 + j) * ldp];
+                float m0 = m[j * ldp + k], m1 = m[(4 + j) * ldp + k], m2 = m[(8 + j) * ldp + k],
+                      m3 = m[(12 + j) * ldp + k];
                 s0[j] = m0 + m1 + m2;
                 s1[j] = m1 - m2 - m3;
             }
-            int oh = 2 * ty, ow = 2 * tx;
-            float* o = y + (Py_ssize_t)oh * OW + ow;
-            o[0] = (s0[0] + s0[1] + s0[2]) + b;
-            if (ow + 1 < OW) o[1] = (s0[1] - s0[2] - s0[3]) + b;
-            if (oh + 1 < OH) {
-                o[OW] = (s1[0] + s1[1] + s1[2]) + b;
-                if (ow + 1 < OW) o[OW + 1] = (s1[1] - s1[2] - s1[3]) + b;
-            }
+            o4[0][k] = (s0[0] + s0[1] + s0[2]) + b; /* (A^T m) A + b */
+            o4[1][k] = (s0[1] - s0[2] - s0[3]) + b;
+            o4[2][k] = (s1[0] + s1[1] + s1[2]) + b;
+            o4[3][k] = (s1[1] - s1[2] - s1[3]) + b;
         }
+        for (int tyl = 0; tyl < nr; tyl++)
+            for (int a = 0; a < 2; a++)
+                for (int c = 0; c < 2; c++) {
+                    const float* src = o4[2 * a + c] + tyl * nc;
+                    float* dst = patch + (2 * tyl + a) * pw + c;
+                    for (int txl = 0; txl < nc; txl++) dst[2 * txl] = src[txl];
+                }
+        int oh0 = 2 * ty0, ow0 = 2 * tx0, cols = OW - ow0 < pw ? OW - ow0 : pw;
+        for (int r = 0; r < 2 * nr && oh0 + r < OH; r++)
+            memcpy(y + (Py_ssize_t)(oh0 + r) * OW + ow0, patch + r * pw,
+                   sizeof(float) * (size_t)cols);
     }
 }
 
-/* dM[p*ldp + t] = A dy A^T for every tile of one output-gradient plane dy (OH, OW). */
+/* dM[p*ldp + t] = (A dy A^T)[p] for every tile of one output-gradient plane dy (OH, OW). */
 FNN_CLONES static void fnn_wg_dout_plane(const float* dy, int OH, int OW, int TH, int TW,
                                          float* dM, Py_ssize_t ldp) {
-    for (int ty = 0; ty < TH; ty++) {
-        for (int tx = 0; tx < TW; tx++) {
-            int oh = 2 * ty, ow = 2 * tx;
-            const float* g = dy + (Py_ssize_t)oh * OW + ow;
-            int right = ow + 1 < OW, down = oh + 1 < OH;
-            float a = g[0], b = right ? g[1] : 0.0f;
-            float c = down ? g[OW] : 0.0f, e = (down && right) ? g[OW + 1] : 0.0f;
+    float patch[FNN_WG_PATCH], g4[4][FNN_WG_CHUNK], o[16][FNN_WG_CHUNK];
+    FNN_WG_FOR_CHUNKS(TH, TW) {
+        int n = nr * nc, pw = 2 * nc;
+        fnn_wg_patch(dy, OH, OW, 2 * ty0, 2 * tx0, 2 * nr, pw, patch);
+        for (int tyl = 0; tyl < nr; tyl++)
+            for (int a = 0; a < 2; a++)
+                for (int c = 0; c < 2; c++) {
+                    const float* src = patch + (2 * tyl + a) * pw + c;
+                    float* dst = g4[2 * a + c] + tyl * nc;
+                    for (int txl = 0; txl < nc; txl++) dst[txl] = src[2 * txl];
+                }
+        for (int k = 0; k < n; k++) {
+            float a = g4[0][k], b = g4[1][k], c = g4[2][k], e = g4[3][k];
             float r[4][2] = {{a, b}, {a + c, b + e}, {a - c, b - e}, {-c, -e}}; /* A dy */
-            float* v = dM + (Py_ssize_t)ty * TW + tx;
-            for (int k = 0; k < 4; k++) { /* (A dy) A^T */
-                v[(4 * k) * ldp] = r[k][0];
-                v[(4 * k + 1) * ldp] = r[k][0] + r[k][1];
-                v[(4 * k + 2) * ldp] = r[k][0] - r[k][1];
-                v[(4 * k + 3) * ldp] = -r[k][1];
+            for (int i = 0; i < 4; i++) { /* (A dy) A^T */
+                o[4 * i][k] = r[i][0];
+                o[4 * i + 1][k] = r[i][0] + r[i][1];
+                o[4 * i + 2][k] = r[i][0] - r[i][1];
+                o[4 * i + 3][k] = -r[i][1];
             }
         }
+        fnn_wg_store(o, n, dM + (Py_ssize_t)ty0 * TW + tx0, ldp);
     }
 }
 
 /* dx (H, W) = the sum over tiles of B dv B^T, each added at its input pixels inside the image
-   (tiles in order t, pixels in row order: the same bits wherever it runs). Overwrites dx. */
+   (within a chunk in tile order, chunks in order: the same bits wherever it runs). */
 FNN_CLONES static void fnn_wg_dinput_plane(const float* dV, Py_ssize_t ldp, int TH, int TW, int H,
                                            int W, int pad, float* dx) {
+    float patch[FNN_WG_PATCH], dd[16][FNN_WG_CHUNK];
     memset(dx, 0, sizeof(float) * (size_t)H * (size_t)W);
-    for (int ty = 0; ty < TH; ty++) {
-        int h0 = 2 * ty - pad;
-        for (int tx = 0; tx < TW; tx++) {
-            int w0 = 2 * tx - pad;
-            const float* v = dV + (Py_ssize_t)ty * TW + tx;
-            float z[16], dd[16];
+    FNN_WG_FOR_CHUNKS(TH, TW) {
+        int n = nr * nc, pw = 2 * nc + 2, rows = 2 * nr + 2;
+        const float* v = dV + (Py_ssize_t)ty0 * TW + tx0;
+        for (int k = 0; k < n; k++) {
+            float z[16];
             for (int j = 0; j < 4; j++) { /* B dv */
-                float x0 = v[j * ldp], x1 = v[(4 + j) * ldp], x2 = v[(8 + j) * ldp],
-                      x3 = v[(12 + j) * ldp];
+                float x0 = v[j * ldp + k], x1 = v[(4 + j) * ldp + k], x2 = v[(8 + j) * ldp + k],
+                      x3 = v[(12 + j) * ldp + k];
                 z[j] = x0;
                 z[4 + j] = x1 - x2 + x3;
                 z[8 + j] = x1 + x2 - x0;
@@ -125,22 +165,28 @@ FNN_CLONES static void fnn_wg_dinput_plane(const float* dV, Py_ssize_t ldp, int 
             }
             for (int i = 0; i < 4; i++) { /* (B dv) B^T */
                 const float* q = z + 4 * i;
-                dd[4 * i] = q[0];
-                dd[4 * i + 1] = q[1] - q[2] + q[3];
-                dd[4 * i + 2] = q[1] + q[2] - q[0];
-                dd[4 * i + 3] = -q[3];
+                dd[4 * i][k] = q[0];
+                dd[4 * i + 1][k] = q[1] - q[2] + q[3];
+                dd[4 * i + 2][k] = q[1] + q[2] - q[0];
+                dd[4 * i + 3][k] = -q[3];
             }
-            if (h0 >= 0 && h0 + 4 <= H && w0 >= 0 && w0 + 4 <= W) {
-                float* o = dx + (Py_ssize_t)h0 * W + w0;
+        }
+        memset(patch, 0, sizeof(float) * (size_t)rows * (size_t)pw);
+        for (int tyl = 0; tyl < nr; tyl++)
+            for (int txl = 0; txl < nc; txl++) {
+                int k = tyl * nc + txl;
+                float* o = patch + (2 * tyl) * pw + 2 * txl;
                 for (int i = 0; i < 4; i++)
-                    for (int j = 0; j < 4; j++) o[(Py_ssize_t)i * W + j] += dd[4 * i + j];
-            } else {
-                for (int i = 0; i < 4; i++)
-                    for (int j = 0; j < 4; j++) {
-                        int h = h0 + i, w = w0 + j;
-                        if (h >= 0 && h < H && w >= 0 && w < W) dx[(Py_ssize_t)h * W + w] += dd[4 * i + j];
-                    }
+                    for (int j = 0; j < 4; j++) o[i * pw + j] += dd[4 * i + j][k];
             }
+        int h0 = 2 * ty0 - pad, w0 = 2 * tx0 - pad;
+        int lo = w0 < 0 ? -w0 : 0, hi = W - w0 < pw ? W - w0 : pw;
+        for (int r = 0; r < rows; r++) {
+            int h = h0 + r;
+            if (h < 0 || h >= H) continue;
+            float* dst = dx + (Py_ssize_t)h * W + w0;
+            const float* src = patch + r * pw;
+            for (int c = lo; c < hi; c++) dst[c] += src[c];
         }
     }
 }
