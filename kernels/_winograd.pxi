@@ -26,6 +26,8 @@ cdef extern from "fnn_winograd.h" nogil:
                              int pad, float* dx)
     void fnn_wg_weights(const float* W, Py_ssize_t F, Py_ssize_t C, float* U)
     void fnn_wg_weights_grad(const float* dU, Py_ssize_t F, Py_ssize_t C, float* dW)
+    void fnn_wg_transpose(const float* src, Py_ssize_t lds, float* dst, Py_ssize_t ldd,
+                          Py_ssize_t rows, Py_ssize_t cols)
 
 cdef enum:
     _WG_TILES = 200     # tiles per block (GEMM width) to aim for
@@ -91,17 +93,11 @@ cdef void _wg_input_block(const float* x, _Wg* g, Py_ssize_t n0, Py_ssize_t n1,
 
 
 cdef void _wg_keep_block(const float* Vs, Py_ssize_t C, Py_ssize_t T, float* Vt) noexcept nogil:
-    # Vt (16, T, C) = Vs (16, C, T) transposed per position, in 16 x 16 tiles: what the backward
-    # pass's dU[p] = dM[p] @ Vt[p] reads (a plain GEMM runs ~1.5x faster than one with op(B) = B.T).
+    # Vt (16, T, C) = Vs (16, C, T) transposed per position: what the backward pass's
+    # dU[p] = dM[p] @ Vt[p] reads (a plain GEMM runs ~1.5x faster than one with op(B) = B.T).
     cdef int p
-    cdef Py_ssize_t c, t, ci, ti
     for p in range(16):
-        for ci in range((C + _T - 1) // _T):
-            c = ci * _T
-            for ti in range((T + _T - 1) // _T):
-                t = ti * _T
-                _tile_t(Vs + (p * C + c) * T + t, T, Vt + (p * T + t) * C + c, C,
-                        <int>(C - c if C - c < _T else _T), <int>(T - t if T - t < _T else _T))
+        fnn_wg_transpose(Vs + p * C * T, T, Vt + p * T * C, C, C, T)
 
 
 cdef void _wg_fwd_block(const float* x, const float* b, _Wg* g, Py_ssize_t blk, const float* U,

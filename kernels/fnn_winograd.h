@@ -56,12 +56,17 @@ FNN_CLONES static void fnn_wg_input_plane(const float* x, int H, int W, int pad,
         int n = nr * nc, pw = 2 * nc + 2;
         fnn_wg_patch(x, H, W, 2 * ty0 - pad, 2 * tx0 - pad, 2 * nr + 2, pw, patch);
         for (int tyl = 0; tyl < nr; tyl++)
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++) {
-                    const float* src = patch + (2 * tyl + i) * pw + j;
-                    float* dst = d[4 * i + j] + tyl * nc;
-                    for (int txl = 0; txl < nc; txl++) dst[txl] = src[2 * txl];
+            for (int i = 0; i < 4; i++) { /* pointer steps, not 2*txl indexing (-fwrapv) */
+                const float* src = patch + (2 * tyl + i) * pw;
+                float *d0 = d[4 * i] + tyl * nc, *d1 = d[4 * i + 1] + tyl * nc,
+                      *d2 = d[4 * i + 2] + tyl * nc, *d3 = d[4 * i + 3] + tyl * nc;
+                for (int txl = 0; txl < nc; txl++, src += 2) {
+                    d0[txl] = src[0];
+                    d1[txl] = src[1];
+                    d2[txl] = src[2];
+                    d3[txl] = src[3];
                 }
+            }
         for (int k = 0; k < n; k++) {
             float r[16];
             for (int j = 0; j < 4; j++) { /* B^T d */
@@ -103,12 +108,14 @@ FNN_CLONES static void fnn_wg_output_plane(const float* M, Py_ssize_t ldp, int T
             o4[3][k] = (s1[1] - s1[2] - s1[3]) + b;
         }
         for (int tyl = 0; tyl < nr; tyl++)
-            for (int a = 0; a < 2; a++)
-                for (int c = 0; c < 2; c++) {
-                    const float* src = o4[2 * a + c] + tyl * nc;
-                    float* dst = patch + (2 * tyl + a) * pw + c;
-                    for (int txl = 0; txl < nc; txl++) dst[2 * txl] = src[txl];
+            for (int a = 0; a < 2; a++) {
+                const float *s0 = o4[2 * a] + tyl * nc, *s1 = o4[2 * a + 1] + tyl * nc;
+                float* dst = patch + (2 * tyl + a) * pw;
+                for (int txl = 0; txl < nc; txl++, dst += 2) {
+                    dst[0] = s0[txl];
+                    dst[1] = s1[txl];
                 }
+            }
         int oh0 = 2 * ty0, ow0 = 2 * tx0, cols = OW - ow0 < pw ? OW - ow0 : pw;
         for (int r = 0; r < 2 * nr && oh0 + r < OH; r++)
             memcpy(y + (Py_ssize_t)(oh0 + r) * OW + ow0, patch + r * pw,
@@ -124,12 +131,14 @@ FNN_CLONES static void fnn_wg_dout_plane(const float* dy, int OH, int OW, int TH
         int n = nr * nc, pw = 2 * nc;
         fnn_wg_patch(dy, OH, OW, 2 * ty0, 2 * tx0, 2 * nr, pw, patch);
         for (int tyl = 0; tyl < nr; tyl++)
-            for (int a = 0; a < 2; a++)
-                for (int c = 0; c < 2; c++) {
-                    const float* src = patch + (2 * tyl + a) * pw + c;
-                    float* dst = g4[2 * a + c] + tyl * nc;
-                    for (int txl = 0; txl < nc; txl++) dst[txl] = src[2 * txl];
+            for (int a = 0; a < 2; a++) {
+                const float* src = patch + (2 * tyl + a) * pw;
+                float *d0 = g4[2 * a] + tyl * nc, *d1 = g4[2 * a + 1] + tyl * nc;
+                for (int txl = 0; txl < nc; txl++, src += 2) {
+                    d0[txl] = src[0];
+                    d1[txl] = src[1];
                 }
+            }
         for (int k = 0; k < n; k++) {
             float a = g4[0][k], b = g4[1][k], c = g4[2][k], e = g4[3][k];
             float r[4][2] = {{a, b}, {a + c, b + e}, {a - c, b - e}, {-c, -e}}; /* A dy */
@@ -176,8 +185,12 @@ FNN_CLONES static void fnn_wg_dinput_plane(const float* dV, Py_ssize_t ldp, int 
             for (int txl = 0; txl < nc; txl++) {
                 int k = tyl * nc + txl;
                 float* o = patch + (2 * tyl) * pw + 2 * txl;
-                for (int i = 0; i < 4; i++)
-                    for (int j = 0; j < 4; j++) o[i * pw + j] += dd[4 * i + j][k];
+                for (int i = 0; i < 4; i++, o += pw) {
+                    o[0] += dd[4 * i][k];
+                    o[1] += dd[4 * i + 1][k];
+                    o[2] += dd[4 * i + 2][k];
+                    o[3] += dd[4 * i + 3][k];
+                }
             }
         int h0 = 2 * ty0 - pad, w0 = 2 * tx0 - pad;
         int lo = w0 < 0 ? -w0 : 0, hi = W - w0 < pw ? W - w0 : pw;
@@ -189,6 +202,37 @@ FNN_CLONES static void fnn_wg_dinput_plane(const float* dV, Py_ssize_t ldp, int 
             for (int c = lo; c < hi; c++) dst[c] += src[c];
         }
     }
+}
+
+/* dst (cols, rows) = src (rows, cols) transposed (leading dimensions lds, ldd), in 4x4 blocks
+   of SSE shuffles where SSE exists (every x86-64), element by element at the edges. */
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#define FNN_WG_SSE 1
+#endif
+static void fnn_wg_transpose(const float* src, Py_ssize_t lds, float* dst, Py_ssize_t ldd,
+                             Py_ssize_t rows, Py_ssize_t cols) {
+    Py_ssize_t r0 = 0;
+#ifdef FNN_WG_SSE
+    for (; r0 + 4 <= rows; r0 += 4) {
+        Py_ssize_t c0 = 0;
+        for (; c0 + 4 <= cols; c0 += 4) {
+            const float* s = src + r0 * lds + c0;
+            __m128 a = _mm_loadu_ps(s), b = _mm_loadu_ps(s + lds), c = _mm_loadu_ps(s + 2 * lds),
+                   d = _mm_loadu_ps(s + 3 * lds);
+            _MM_TRANSPOSE4_PS(a, b, c, d);
+            float* o = dst + c0 * ldd + r0;
+            _mm_storeu_ps(o, a);
+            _mm_storeu_ps(o + ldd, b);
+            _mm_storeu_ps(o + 2 * ldd, c);
+            _mm_storeu_ps(o + 3 * ldd, d);
+        }
+        for (; c0 < cols; c0++)
+            for (Py_ssize_t r = r0; r < r0 + 4; r++) dst[c0 * ldd + r] = src[r * lds + c0];
+    }
+#endif
+    for (; r0 < rows; r0++)
+        for (Py_ssize_t c = 0; c < cols; c++) dst[c * ldd + r0] = src[r0 * lds + c];
 }
 
 /* U[p*F*C + f*C + c] = (G g G^T)[p] for every filter g = W[f, c] (3x3). */
