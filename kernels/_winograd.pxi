@@ -30,7 +30,7 @@ cdef extern from "fnn_winograd.h" nogil:
                           Py_ssize_t rows, Py_ssize_t cols)
 
 cdef enum:
-    _WG_TILES = 200     # tiles per block (GEMM width) to aim for
+    _WG_TILES = 100     # tiles per block (GEMM width) to aim for
     _WG_MIN_CH = 8      # input and output channels at least this many
     _WG_MAX_CHUNKS = 8  # dU partials in the backward pass
 
