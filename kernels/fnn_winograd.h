@@ -29,9 +29,24 @@
         for (int tx0 = 0, nr = (TH) - ty0 < rpc_ ? (TH) - ty0 : rpc_; tx0 < (TW); tx0 += cpc_) \
             for (int nc = (TW) - tx0 < cpc_ ? (TW) - tx0 : cpc_, once_ = 1; once_; once_ = 0)
 
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#define FNN_WG_SSE 1
+#endif
+
+/* dst[0:n] = src[0:n] for the short rows here: inline (a libc memcpy call per row of a dozen
+   floats cost more than the copy). */
+FNN_INLINE void fnn_wg_copy(float* dst, const float* src, int n) {
+    int k = 0;
+#ifdef FNN_WG_SSE
+    for (; k + 4 <= n; k += 4) _mm_storeu_ps(dst + k, _mm_loadu_ps(src + k));
+#endif
+    for (; k < n; k++) dst[k] = src[k];
+}
+
 /* v[p*ldp + k] = o[p][k], k < n: one contiguous copy per position. */
 FNN_INLINE void fnn_wg_store(float (*o)[FNN_WG_CHUNK], int n, float* v, Py_ssize_t ldp) {
-    for (int p = 0; p < 16; p++) memcpy(v + p * ldp, o[p], sizeof(float) * (size_t)n);
+    for (int p = 0; p < 16; p++) fnn_wg_copy(v + p * ldp, o[p], n);
 }
 
 /* patch (rows, cols) = the plane x (H, W) from pixel (h0, w0) on, zero outside the plane. */
@@ -43,8 +58,7 @@ FNN_INLINE void fnn_wg_patch(const float* x, int H, int W, int h0, int w0, int r
     for (int r = 0; r < rows; r++) {
         int h = h0 + r;
         if (h >= 0 && h < H)
-            memcpy(patch + (Py_ssize_t)r * cols + lo, x + (Py_ssize_t)h * W + w0 + lo,
-                   sizeof(float) * (size_t)(hi - lo));
+            fnn_wg_copy(patch + (Py_ssize_t)r * cols + lo, x + (Py_ssize_t)h * W + w0 + lo, hi - lo);
     }
 }
 
@@ -118,8 +132,7 @@ FNN_CLONES static void fnn_wg_output_plane(const float* M, Py_ssize_t ldp, int T
             }
         int oh0 = 2 * ty0, ow0 = 2 * tx0, cols = OW - ow0 < pw ? OW - ow0 : pw;
         for (int r = 0; r < 2 * nr && oh0 + r < OH; r++)
-            memcpy(y + (Py_ssize_t)(oh0 + r) * OW + ow0, patch + r * pw,
-                   sizeof(float) * (size_t)cols);
+            fnn_wg_copy(y + (Py_ssize_t)(oh0 + r) * OW + ow0, patch + r * pw, cols);
     }
 }
 
@@ -206,10 +219,6 @@ FNN_CLONES static void fnn_wg_dinput_plane(const float* dV, Py_ssize_t ldp, int 
 
 /* dst (cols, rows) = src (rows, cols) transposed (leading dimensions lds, ldd), in 4x4 blocks
    of SSE shuffles where SSE exists (every x86-64), element by element at the edges. */
-#if defined(__SSE__) || defined(__x86_64__)
-#include <xmmintrin.h>
-#define FNN_WG_SSE 1
-#endif
 static void fnn_wg_transpose(const float* src, Py_ssize_t lds, float* dst, Py_ssize_t ldd,
                              Py_ssize_t rows, Py_ssize_t cols) {
     Py_ssize_t r0 = 0;
