@@ -19,8 +19,9 @@ cdef extern from "fnn_smallk.h" nogil:
                             Py_ssize_t K, Py_ssize_t P, float* y)
 
 cdef enum:
-    # Largest K on that path. Measured at 1 thread (Zen 4, AVX-512 variant), N=64 28x28: K=4 and
-    # 9 run 1.6-1.7x faster than sgemm, K=25 ties, K=27 and 32 lose 3-15%.
+    # Largest K on that path. Forward at 1 thread (Zen 4, AVX-512 variant, 28x28 and 32x32
+    # images): K=4 and 9 run 1.3-1.7x faster than sgemm, K=16 ~1.1x, K=25 from 1.5x faster (F=8)
+    # to 5% slower (F=30), K=27 and 32 5-15% slower.
     _SMALLK_MAX = 16
 
 cdef Py_ssize_t _smallk_max = _SMALLK_MAX if fnn_smallk_usable() else 0
