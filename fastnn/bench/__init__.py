@@ -12,7 +12,8 @@ them in `activate(impl)`.
     cases      the step of each workload on fastnn and on torch, as a `Case`
     workloads  the registry (`Workload`, `workloads()`) and the check against the reference
     machine    threads, BLAS, CPU, versions; measured sgemm and memory bandwidth
-    timing     `time_call`, and the cold start of a new process
+    timing     `time_call`, `time_interleaved` (implementations sampled in turn), and the
+               cold start of a new process
     run        `run_benchmarks`: all of the above into one result
     report     the result as a table, a comparison, JSON
     cli        the `fastnn bench` command
@@ -48,6 +49,7 @@ from .timing import (
     cold_start_seconds,
     time_call,
     time_cold_start,
+    time_interleaved,
 )
 from .workloads import (
     NAMES,
@@ -65,6 +67,7 @@ __all__ = [
     "blas_info", "checked_case", "cmd_bench", "cold_start_impls", "cold_start_seconds",
     "cpu_model", "env_vars", "format_compare", "format_table", "header_lines", "main",
     "max_error", "measure_bandwidth", "measure_sgemm", "reference", "run_benchmarks",
-    "save_json", "set_threads", "thread_info", "time_call", "time_cold_start", "torch_module",
+    "save_json", "set_threads", "thread_info", "time_call", "time_cold_start", "time_interleaved",
+    "torch_module",
     "unavailable_reason", "versions", "workloads",
 ]

@@ -27,7 +27,13 @@ from .machine import (
     thread_info,
     versions,
 )
-from .timing import COLD_START_CACHES, cold_start_impls, peak_rss_mb, time_call, time_cold_start
+from .timing import (
+    COLD_START_CACHES,
+    cold_start_impls,
+    peak_rss_mb,
+    time_cold_start,
+    time_interleaved,
+)
 from .workloads import Workload, checked_case, workloads
 
 
@@ -69,22 +75,22 @@ def run_benchmarks(names=None, impls=None, quick=False, threads=2, repeat=None,
     for w in ws:
         row = {"workload": w.name, "shape": w.shape, "us": {}, "median_us": {}, "min_us": {},
                "error": {}, "flops": w.flops, "bytes": w.bytes}
+        cases = {}
         for impl in (i for i in w.impls() if i in wanted):
             log(f"{w.id} {impl}")
-            case = None
             try:
-                case, _ = checked_case(w, impl)
-                with activate(impl):
-                    samples = time_call(case.run, repeat, min_time)
-                row["median_us"][impl] = 1e6 * statistics.median(samples)
-                row["min_us"][impl] = 1e6 * min(samples)
-                row["us"][impl] = row[f"{stat}_us"][impl]
+                cases[impl] = checked_case(w, impl)[0].run
             except Unavailable as exc:
                 row["error"][impl] = f"skipped: {exc}"
             except AssertionError as exc:
                 row["error"][impl] = f"CHECK FAILED: {exc}"
                 failures.append(str(exc))
-            del case
+        # every implementation's samples in turn: a drifting machine slows them all alike
+        for impl, samples in time_interleaved(cases, activate, repeat, min_time).items():
+            row["median_us"][impl] = 1e6 * statistics.median(samples)
+            row["min_us"][impl] = 1e6 * min(samples)
+            row["us"][impl] = row[f"{stat}_us"][impl]
+        del cases
         _summarise(row, machine, w)
         rows.append(row)
     if with_cold:

@@ -45,6 +45,45 @@ def time_call(run: Callable[[], object], repeat: int = 15, min_time: float = 0.0
     return samples
 
 
+def time_interleaved(runs: dict, activate, repeat: int = 15, min_time: float = 0.02,
+                     budget: float = 3.0, rounds: int = 3, settle: float = 0.1) -> dict:
+    """{impl: seconds per call, one per sample} for every `runs[impl]`, taken in `rounds` visits
+    of repeat/rounds samples each, the implementations in turn (the order rotating each round),
+    so that a machine whose speed drifts during the run (shared hosts do) slows every
+    implementation alike and their ratios stay fair. Each visit starts with `activate(impl)`,
+    a pause of `settle` seconds (the thread pools the previous implementation used stop
+    spinning: OpenBLAS's and torch's would otherwise take cores from this one) and an untimed
+    warm-up call."""
+    impls = list(runs)
+    number, total = {}, repeat
+    for impl in impls:
+        with activate(impl):
+            once = elapsed(runs[impl])
+        number[impl] = max(1, int(min_time / max(once, 1e-9)))
+        total = min(total, max(min(3, repeat), int(budget / max(once * number[impl], 1e-9))))
+    rounds = max(1, min(rounds, total))
+    samples = {impl: [] for impl in impls}
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            per_visit = total // rounds + (1 if r < total % rounds else 0)
+            for impl in impls[r % len(impls):] + impls[: r % len(impls)]:
+                run, n = runs[impl], number[impl]
+                with activate(impl):
+                    time.sleep(settle)
+                    run()
+                    for _ in range(per_visit):
+                        t0 = time.perf_counter()
+                        for _ in range(n):
+                            run()
+                        samples[impl].append((time.perf_counter() - t0) / n)
+    finally:
+        if enabled:
+            gc.enable()
+    return samples
+
+
 # --- cold start: a new process imports, builds the CNN, runs one step ---------------------------
 
 _COLD_FASTNN = """
