@@ -5,6 +5,8 @@ against the NumPy backend, across thread counts, workspaces and backends."""
 import numpy as np
 import pytest
 from conftest import _require, randn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastnn import backend
 from fastnn import kernels as K
@@ -142,3 +144,20 @@ def test_winograd_tiles_are_never_misread_by_another_backend(first, second, rng)
         want = K.conv2d_backward(dy, x, Wt, 1, 1)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 5), c=st.integers(8, 11), h=st.integers(1, 17), w=st.integers(1, 17),
+       f=st.integers(8, 11), p=st.integers(0, 2), seed=st.integers(0, 2**31 - 1))
+def test_cython_convolution_on_random_winograd_shapes(n, c, h, w, f, p, seed):
+    # Every shape the Winograd path may take (and its neighbours that fall back to im2col: too
+    # small an output) against the NumPy backend, forward and backward.
+    _require("cython")
+    if h + 2 * p < 3 or w + 2 * p < 3:
+        return
+    rng = np.random.default_rng(seed)
+    x, Wt, b = randn(rng, n, c, h, w), randn(rng, f, c, 3, 3), randn(rng, f)
+    dy = randn(rng, n, f, h + 2 * p - 2, w + 2 * p - 2)
+    want = _reference(x, Wt, b, dy, p)
+    for g, ref, name in zip(_cython_conv(x, Wt, b, dy, p), want, ("y", "dx", "dW", "db")):
+        np.testing.assert_allclose(g, ref, rtol=1e-4, atol=2e-4, err_msg=name)
