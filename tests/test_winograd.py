@@ -1,6 +1,7 @@
 """Winograd F(2x2, 3x3): the NumPy form (fastnn.reference.winograd) against the reference
-convolution in float64, and the Cython backend's Winograd path (3x3, stride 1, >= 8 channels)
-against the NumPy backend, across thread counts, workspaces and backends."""
+convolution in float64, and the compiled backends' Winograd path (3x3, stride 1, >= 8 channels;
+kernels/_winograd.pxi, fastnn/_numba/winograd.py) against the NumPy backend, across thread
+counts, workspaces and backends."""
 
 import numpy as np
 import pytest
@@ -50,12 +51,22 @@ def test_numpy_winograd_equals_the_reference_convolution_in_float64(geom, rng):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
-def _cython_conv(x, Wt, b, dy, p, threads=None, need_dx=True):
+COMPILED = ("numba", "cython")
+
+
+def _module(name):
+    import importlib
+
+    _require(name)
+    return importlib.import_module(f"fastnn._{name}")
+
+
+def _compiled_conv(name, x, Wt, b, dy, p, threads=None, need_dx=True):
     before = backend.get_num_threads()
     try:
         if threads:
             backend.set_num_threads(threads)
-        with backend.using("cython"):
+        with backend.using(name):
             ws = K.Workspace()
             y = K.conv2d_forward(x, Wt, b, 1, p, ws=ws).copy()
             grads = K.conv2d_backward(dy, x, Wt, 1, p, ws=ws, cols=ws["cols"], need_dx=need_dx)
@@ -64,48 +75,46 @@ def _cython_conv(x, Wt, b, dy, p, threads=None, need_dx=True):
         backend.set_num_threads(before)
 
 
+@pytest.mark.parametrize("name", COMPILED)
 @pytest.mark.parametrize("geom", GEOMETRIES)
-def test_cython_winograd_equals_the_numpy_backend(geom, rng):
-    _require("cython")
+def test_winograd_equals_the_numpy_backend(name, geom, rng):
     N, C, H, W, F, p = geom
-    from fastnn._cython import conv as cyconv
-
-    assert cyconv.conv_scratch_size(N, C, H, W, F, 3, 3, 1, p) > 0, "not on the Winograd path"
+    assert _module(name).conv_scratch_size(N, C, H, W, F, 3, 3, 1, p) > 0, "not Winograd"
     x, Wt, b = randn(rng, N, C, H, W), randn(rng, F, C, 3, 3), randn(rng, F)
     dy = randn(rng, N, F, H + 2 * p - 2, W + 2 * p - 2)
     want = _reference(x, Wt, b, dy, p)
-    got = _cython_conv(x, Wt, b, dy, p)
-    for g, w, name in zip(got, want, ("y", "dx", "dW", "db")):
+    got = _compiled_conv(name, x, Wt, b, dy, p)
+    for g, w, what in zip(got, want, ("y", "dx", "dW", "db")):
         assert g.dtype == np.float32
-        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=name)
-    no_dx = _cython_conv(x, Wt, b, dy, p, need_dx=False)
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=what)
+    no_dx = _compiled_conv(name, x, Wt, b, dy, p, need_dx=False)
     assert no_dx[1] is None
     for g, w in zip(no_dx[2:], got[2:]):
         np.testing.assert_array_equal(g, w)
 
 
+@pytest.mark.parametrize("name", COMPILED)
 @pytest.mark.parametrize("geom", [GEOMETRIES[0], GEOMETRIES[5], GEOMETRIES[6]])
-def test_cython_winograd_bits_never_depend_on_the_thread_count(geom, rng):
-    _require("cython")
+def test_winograd_bits_never_depend_on_the_thread_count(name, geom, rng):
+    _require(name)
     N, C, H, W, F, p = geom
     x, Wt, b = randn(rng, N, C, H, W), randn(rng, F, C, 3, 3), randn(rng, F)
     dy = randn(rng, N, F, H + 2 * p - 2, W + 2 * p - 2)
-    one = _cython_conv(x, Wt, b, dy, p, threads=1)
+    one = _compiled_conv(name, x, Wt, b, dy, p, threads=1)
     for threads in (2, 3):
-        for a, c in zip(one, _cython_conv(x, Wt, b, dy, p, threads=threads)):
+        for a, c in zip(one, _compiled_conv(name, x, Wt, b, dy, p, threads=threads)):
             np.testing.assert_array_equal(a, c, err_msg=f"{threads} threads")
 
 
-def test_cython_winograd_allocates_its_own_scratch_when_given_too_little(rng):
+@pytest.mark.parametrize("name", COMPILED)
+def test_winograd_allocates_its_own_scratch_when_given_too_little(name, rng):
     # Called directly with the reference's buffer shapes (as another caller might), not the
     # workspace's: same bits, no out-of-bounds writes (the buffers' guard rows stay untouched).
-    _require("cython")
-    from fastnn._cython import conv as cyconv
-
+    cyconv = _module(name)
     N, C, H, W, F, p = GEOMETRIES[0]
     x, Wt, b = randn(rng, N, C, H, W), randn(rng, F, C, 3, 3), randn(rng, F)
     dy = randn(rng, N, F, H, W)
-    want = _cython_conv(x, Wt, b, dy, p)
+    want = _compiled_conv(name, x, Wt, b, dy, p)
     rows, k = N * H * W, C * 9
     y, cols = np.empty((N, F, H, W), np.float32), np.empty((rows, k), np.float32)
     small = np.full((rows + 1, F), 7.0, np.float32)
@@ -117,9 +126,9 @@ def test_cython_winograd_allocates_its_own_scratch_when_given_too_little(rng):
     assert (small[1:] == 7.0).all()
 
 
-def test_winograd_only_where_it_applies():
-    _require("cython")
-    from fastnn._cython import conv as cyconv
+@pytest.mark.parametrize("name", COMPILED)
+def test_winograd_only_where_it_applies(name):
+    cyconv = _module(name)
 
     assert cyconv.conv_scratch_size(8, 32, 14, 14, 64, 3, 3, 1, 1) > 0
     for args in ((8, 32, 14, 14, 64, 3, 3, 2, 1), (8, 32, 14, 14, 64, 5, 5, 1, 2),
@@ -129,7 +138,8 @@ def test_winograd_only_where_it_applies():
 
 
 @pytest.mark.parametrize("first, second", [("cython", "numpy"), ("numpy", "cython"),
-                                           ("cython", "numba"), ("numba", "cython")])
+                                           ("cython", "numba"), ("numba", "cython"),
+                                           ("numba", "numpy"), ("numpy", "numba")])
 def test_winograd_tiles_are_never_misread_by_another_backend(first, second, rng):
     for name in (first, second):
         _require(name)
@@ -149,15 +159,35 @@ def test_winograd_tiles_are_never_misread_by_another_backend(first, second, rng)
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 5), c=st.integers(8, 11), h=st.integers(1, 17), w=st.integers(1, 17),
        f=st.integers(8, 11), p=st.integers(0, 2), seed=st.integers(0, 2**31 - 1))
-def test_cython_convolution_on_random_winograd_shapes(n, c, h, w, f, p, seed):
+def test_compiled_convolution_on_random_winograd_shapes(n, c, h, w, f, p, seed):
     # Every shape the Winograd path may take (and its neighbours that fall back to im2col: too
-    # small an output) against the NumPy backend, forward and backward.
-    _require("cython")
+    # small an output) against the NumPy backend, forward and backward, on both compiled backends.
     if h + 2 * p < 3 or w + 2 * p < 3:
         return
     rng = np.random.default_rng(seed)
     x, Wt, b = randn(rng, n, c, h, w), randn(rng, f, c, 3, 3), randn(rng, f)
     dy = randn(rng, n, f, h + 2 * p - 2, w + 2 * p - 2)
     want = _reference(x, Wt, b, dy, p)
-    for g, ref, name in zip(_cython_conv(x, Wt, b, dy, p), want, ("y", "dx", "dW", "db")):
-        np.testing.assert_allclose(g, ref, rtol=1e-4, atol=2e-4, err_msg=name)
+    for name in COMPILED:
+        if name not in backend.available():
+            continue
+        for g, ref, what in zip(_compiled_conv(name, x, Wt, b, dy, p), want,
+                                ("y", "dx", "dW", "db")):
+            np.testing.assert_allclose(g, ref, rtol=1e-4, atol=2e-4, err_msg=f"{name} {what}")
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_the_kernels_layer_gives_the_backend_its_whole_scratch(name, rng):
+    # fastnn.kernels asks the backend for its scratch size and keeps one buffer of it in the
+    # workspace (else every call would allocate its own).
+    mod = _module(name)
+    N, C, H, W, F, p = GEOMETRIES[0]
+    x, Wt, b = randn(rng, N, C, H, W), randn(rng, F, C, 3, 3), randn(rng, F)
+    with backend.using(name):
+        ws = K.Workspace()
+        y = K.conv2d_forward(x, Wt, b, 1, p, ws=ws)
+        need = mod.conv_scratch_size(N, C, H, W, F, 3, 3, 1, p)
+        assert need > 0 and ws["conv_scratch"].size >= need
+        scratch = ws["conv_scratch"]
+        K.conv2d_backward(np.ones_like(y), x, Wt, 1, p, ws=ws, cols=ws["cols"])
+        assert ws["conv_scratch"] is scratch

@@ -25,6 +25,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from . import winograd
 from ._common import PARALLEL_MIN_WORK, fetch_add
 from ._gemm import gemm, sgemm_pointer
 
@@ -329,13 +330,53 @@ def _transpose(src, b, use_b, dst, N, P, F, to_fp):
         _transpose_parallel(sf, b, use_b, df, N, P, F, to_fp)
 
 
+def _winograd_plan(N, C, H, W, F, kh, kw, stride, pad):
+    """The Winograd plan when this convolution runs as Winograd F(2x2, 3x3) (winograd.py), else
+    None. Needs cblas_sgemm; the workers follow the thread count when the work is large enough."""
+    if not sgemm_pointer():
+        return None
+    threads = numba.get_num_threads()
+    work = N * (H + 2 * pad - 2) * (W + 2 * pad - 2) * C * 9
+    return winograd.plan(N, C, H, W, F, kh, kw, stride, pad,
+                         threads if PARALLEL_MIN_WORK <= work else 1)
+
+
+def conv_scratch_size(N, C, H, W, F, kh, kw, stride, pad):
+    """Floats of scratch conv2d_forward / conv2d_backward want for this geometry (passed as their
+    `tmp` / `dyt`), or 0 when it does not run as Winograd (then those take their reference
+    shapes)."""
+    pl = _winograd_plan(N, C, H, W, F, kh, kw, stride, pad)
+    return 0 if pl is None else pl.scratch_floats()
+
+
+def conv_cols_layout():
+    """The columns conv2d_forward keeps for conv2d_backward: "numba", this backend's own (im2col's
+    rows, or the Winograd blocks of V tiles for the convolutions that run as Winograd)."""
+    return "numba"
+
+
+def conv_cols(x, kh, kw, stride, pad, cols, F):
+    """The columns conv2d_backward reads for F output channels (see conv_cols_layout)."""
+    N, C, H, W = x.shape
+    pl = _winograd_plan(N, C, H, W, F, kh, kw, stride, pad)
+    if pl is None:
+        im2col(x, kh, kw, stride, pad, cols)
+    else:
+        winograd.cols(x, int(pad), cols, pl)
+
+
 def conv2d_forward(x, W, b, stride, pad, y, cols, tmp):
-    """tmp is unused when the GEMMs run per image through cblas_sgemm (_conv_fwd_*)."""
+    """tmp is unused when the GEMMs run per image through cblas_sgemm (_conv_fwd_*), and the
+    Winograd scratch (conv_scratch_size) for the convolutions that run as Winograd."""
     F, C, kh, kw = W.shape
     N, _, OH, OW = y.shape
     fn = sgemm_pointer()
     if fn and y.size:
         stride, pad = int(stride), int(pad)
+        pl = _winograd_plan(N, C, x.shape[2], x.shape[3], F, kh, kw, stride, pad)
+        if pl is not None:
+            winograd.forward(fn, x, W, b, pad, cols, tmp.reshape(-1), y, pl)
+            return
         threads = numba.get_num_threads()
         if N > 1 and cols.size >= PARALLEL_MIN_WORK and threads > 1:
             _conv_fwd_parallel(fn, x, W, b, stride, pad, cols, y, min(threads, N))
@@ -445,6 +486,14 @@ def conv2d_backward(dy, cols, W, stride, pad, dx, dW, db, dyt, dcols):
     N, _, OH, OW = dy.shape
     fn = sgemm_pointer()
     if fn and dy.size:
+        stride, pad = int(stride), int(pad)
+        H, Wd = (OH - 1) * stride + kh - 2 * pad, (OW - 1) * stride + kw - 2 * pad
+        if dx is not None:
+            H, Wd = dx.shape[2], dx.shape[3]
+        pl = _winograd_plan(N, C, H, Wd, F, kh, kw, stride, pad)
+        if pl is not None:
+            winograd.backward(fn, dy, cols, W, pad, dx, dW, db, dyt.reshape(-1), pl)
+            return
         _conv2d_backward_direct(fn, dy, cols, W, int(stride), int(pad), dx, dW, db, dyt, dcols)
         return
     nPB = -(-(OH * OW) // _PB)
