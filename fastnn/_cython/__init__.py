@@ -47,8 +47,8 @@ __all__ = [
     "adagrad_update", "adam_update", "batchnorm_backward", "batchnorm_forward_infer",
     "batchnorm_forward_train", "bias_add_act", "col2im", "conv2d_backward", "conv2d_forward",
     "conv_cols", "conv_cols_layout", "conv_scratch_size", "dense_backward", "dense_forward",
-    "direct_blas", "dropout_backward", "dropout_forward", "get_num_threads", "im2col", "maxpool2d_backward",
-    "maxpool2d_forward", "mse", "openmp_enabled", "relu", "relu_backward", "rmsprop_update",
+    "direct_blas", "dropout_backward", "dropout_forward", "get_num_threads", "im2col",
+    "maxpool2d_backward", "maxpool2d_forward", "mse", "openmp_enabled", "relu", "relu_backward", "rmsprop_update",
     "set_num_threads", "sgd_update", "sigmoid", "sigmoid_backward",
     "sigmoid_binary_cross_entropy", "softmax", "softmax_cross_entropy", "tanh", "tanh_backward",
 ]
