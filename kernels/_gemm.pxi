@@ -52,12 +52,16 @@ cdef inline void _gemm(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t 
 
 
 cdef inline int _gemm_nparts(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept nogil:
-    # A power of two (so 2 and 4 threads split evenly), from the shape alone.
+    # A power of two (so 2 and 4 threads split evenly), from the shape alone. Blocks keep >= 64
+    # rows (or columns), >= 48 when the inner dimension is long (K >= 1024): a dense layer on
+    # flattened conv features, (64, 3136) @ (3136, 128) or (100, 4320) @ (4320, 100), would
+    # otherwise run on one thread.
     cdef double flops = 2.0 * M * N * K
     cdef Py_ssize_t dim = M if M >= N else N
+    cdef Py_ssize_t per_part = 96 if K >= 1024 else 128
     cdef int parts = 1
     while (parts < _GEMM_MAX_PARTS and flops >= 2.0 * parts * _GEMM_PART_FLOPS
-           and dim >= 128 * parts):
+           and dim >= per_part * parts):
         parts *= 2
     return parts
 

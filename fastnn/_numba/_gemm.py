@@ -89,11 +89,13 @@ def gemm(fn, ta, tb, M, N, K, alpha, A, a0, lda, B, b0, ldb, beta, C, c0, ldc):
 
 
 def _nparts(M, N, K):
-    """A power of two (so 2 and 4 threads split evenly), from the shape alone."""
+    """A power of two (so 2 and 4 threads split evenly), from the shape alone; the same rule as
+    kernels/_gemm.pxi (blocks >= 64 rows or columns, >= 48 when K >= 1024)."""
     flops = 2.0 * M * N * K
     dim = M if M >= N else N
+    per_part = 96 if K >= 1024 else 128
     parts = 1
-    while parts < _MAX_PARTS and flops >= 2.0 * parts * _PART_FLOPS and dim >= 128 * parts:
+    while parts < _MAX_PARTS and flops >= 2.0 * parts * _PART_FLOPS and dim >= per_part * parts:
         parts *= 2
     return parts
 
