@@ -1,10 +1,16 @@
 """Max pooling for the Cython backend, one task per (n, c) plane. argmax is the int32 flat index
 i * W + j of each window's maximum in its (H, W) plane; the first maximum wins, and a NaN is the
-maximum (the first NaN wins), as in PyTorch and the reference."""
+maximum (the first NaN wins), as in PyTorch and the reference. 2x2 stride-2 pooling of planes with
+even H and W runs the banded kernels of fnn_pool.h; every other case the loops below."""
 
 include "_parallel.pxi"
 
 from libc.string cimport memset
+
+cdef extern from "fnn_pool.h" nogil:
+    enum: FNN_POOL_BAND
+    void fnn_pool2x2_plane(const float* x, int H, int W, float* y, int* am)
+    int fnn_unpool2x2_plane(const float* dy, const int* am, int H, int W, float* dx)
 
 
 cdef inline bint _takes(float v, float best, bint best_is_nan) noexcept nogil:
@@ -97,7 +103,9 @@ cdef void _pool_task(const float* x, int H, int W, int ph, int pw, int stride, i
                      Py_ssize_t t, float* y, int* am) noexcept nogil:
     # One (n, c) plane. Not inline: the serial and the parallel path share one compiled copy.
     cdef Py_ssize_t xo = t * H * W, yo = t * OH * OW
-    if ph == 2 and pw == 2 and stride == 2:
+    if ph == 2 and pw == 2 and stride == 2 and H % 2 == 0 and W % 2 == 0 and W <= FNN_POOL_BAND:
+        fnn_pool2x2_plane(x + xo, H, W, y + yo, am + yo)  # windows tile the plane
+    elif ph == 2 and pw == 2 and stride == 2:
         _pool_plane_2x2s2(x + xo, H, W, OH, OW, y + yo, am + yo)
     elif stride == 2:  # a constant stride lets gcc use interleaved vector loads
         _pool_plane(x + xo, H, W, ph, pw, 2, OH, OW, y + yo, am + yo)
@@ -107,15 +115,37 @@ cdef void _pool_task(const float* x, int H, int W, int ph, int pw, int stride, i
         _pool_plane(x + xo, H, W, ph, pw, stride, OH, OW, y + yo, am + yo)
 
 
-cdef inline void _unpool_task(const float* dy, const int* am, Py_ssize_t HW, Py_ssize_t OHW,
-                              Py_ssize_t t, float* dx) noexcept nogil:
-    cdef Py_ssize_t k
+cdef Py_ssize_t _scatter_plane(const float* d, const int* a, Py_ssize_t HW, Py_ssize_t OHW,
+                               float* p) noexcept nogil:
+    # dx zeroed, then each dy added at its argmax (overlapping windows accumulate). Each index is
+    # checked before its write; returns the number of out-of-range ones (their dy is dropped).
+    cdef Py_ssize_t k, bad = 0
+    cdef unsigned int i
+    memset(p, 0, HW * sizeof(float))
+    for k in range(OHW):
+        i = <unsigned int>a[k]  # a negative index becomes >= 2**31 > HW
+        if i < HW:
+            p[i] += d[k]
+        else:
+            bad += 1
+    return bad
+
+
+cdef Py_ssize_t _unpool_task(const float* dy, const int* am, int H, int W, Py_ssize_t OH,
+                             Py_ssize_t OW, Py_ssize_t t, float* dx) noexcept nogil:
+    # One (n, c) plane; returns the number of argmax entries outside [0, H*W). With OH = H/2 and
+    # OW = W/2 the 2x2 blocks tile the plane: fnn_pool.h writes each block once, unless some
+    # argmax lies outside its own block, and then the plane is redone by the checked scatter.
+    # OW >= 8: one vector of outputs per row at least; shorter rows scatter faster (fnn_pool.h).
+    # Not inline: the serial and the parallel path share one compiled copy.
+    cdef Py_ssize_t HW = <Py_ssize_t>H * W, OHW = OH * OW
     cdef const float* d = dy + t * OHW
     cdef const int* a = am + t * OHW
     cdef float* p = dx + t * HW
-    memset(p, 0, HW * sizeof(float))
-    for k in range(OHW):
-        p[a[k]] += d[k]
+    if 2 * OH == H and 2 * OW == W and OW >= 8:
+        if fnn_unpool2x2_plane(d, a, H, W, p):
+            return 0
+    return _scatter_plane(d, a, HW, OHW, p)
 
 
 def maxpool2d_forward(const float[:, :, :, ::1] x, int ph, int pw, int stride,
@@ -139,21 +169,25 @@ def maxpool2d_forward(const float[:, :, :, ::1] x, int ph, int pw, int stride,
 
 def maxpool2d_backward(const float[:, :, :, ::1] dy, const int[:, :, :, ::1] argmax,
                        float[:, :, :, ::1] dx):
-    """dx zeroed, then each dy added at its argmax (overlapping windows accumulate)."""
+    """dx zeroed, then each dy added at its argmax (overlapping windows accumulate). Returns True
+    when every argmax is in [0, H*W); False otherwise (nothing written out of bounds, dx is
+    then unspecified and the caller raises)."""
     cdef Py_ssize_t t, planes = dx.shape[0] * dx.shape[1]
-    cdef Py_ssize_t HW = dx.shape[2] * dx.shape[3], OHW = dy.shape[2] * dy.shape[3]
-    if planes == 0 or HW == 0:
-        return
-    if OHW == 0:
+    cdef int H = <int>dx.shape[2], W = <int>dx.shape[3]
+    cdef Py_ssize_t OH = dy.shape[2], OW = dy.shape[3], bad = 0
+    if planes == 0 or H == 0 or W == 0:
+        return True
+    if OH == 0 or OW == 0:
         dx[...] = 0
-        return
+        return True
     cdef const float* dyp = &dy[0, 0, 0, 0]
     cdef const int* ap = &argmax[0, 0, 0, 0]
     cdef float* dxp = &dx[0, 0, 0, 0]
     with nogil:
-        if planes * (HW + 2 * OHW) >= PARALLEL_MIN_WORK and _nthreads > 1:
+        if planes * (<Py_ssize_t>H * W + 2 * OH * OW) >= PARALLEL_MIN_WORK and _nthreads > 1:
             for t in prange(planes, schedule="static", num_threads=_nthreads):
-                _unpool_task(dyp, ap, HW, OHW, t, dxp)
+                bad += _unpool_task(dyp, ap, H, W, OH, OW, t, dxp)
         else:
             for t in range(planes):
-                _unpool_task(dyp, ap, HW, OHW, t, dxp)
+                bad += _unpool_task(dyp, ap, H, W, OH, OW, t, dxp)
+    return bad == 0

@@ -114,3 +114,111 @@ def test_maxpool_nan_propagates(backend_name):
     y, arg = K.maxpool2d_forward(x, 2)
     assert np.isnan(y[0, 0, 0, 0]) and arg[0, 0, 0, 0] == 4
     assert y[0, 0, 0, 1] == 0
+
+
+# The Cython 2x2 stride-2 paths (fnn_pool.h: banded forward for even H and W, block-wise backward)
+# against the reference, bit for bit. Bands hold 1024 floats: 66x64 spans several.
+CY_SHAPES = [(2, 3, 28, 28), (3, 2, 14, 14), (1, 2, 24, 24), (1, 1, 66, 64), (2, 1, 7, 28),
+             (1, 2, 28, 9), (1, 1, 2, 2), (1, 1, 4, 6), (1, 1, 2, 2050), (1, 1, 16, 16)]
+
+
+def _cython_or_skip():
+    if "cython" not in backend.available():
+        pytest.skip("the cython backend is not built")
+
+
+def _ref_forward(x):
+    from fastnn.reference import pool as R
+    N, C, H, W = x.shape
+    y = np.empty((N, C, H // 2, W // 2), np.float32)
+    arg = np.empty(y.shape, np.int32)
+    R.maxpool2d_forward(x, 2, 2, 2, y, arg)
+    return y, arg
+
+
+def _tie_nan_input(rng, shape):
+    """Few distinct values (ties everywhere), signed zeros, NaNs with distinct payloads."""
+    x = rng.integers(-2, 2, size=shape).astype(np.float32)
+    x[rng.random(shape) < 0.1] = -0.0
+    nan = rng.random(shape) < 0.15
+    bits = x.view(np.uint32)
+    bits[nan] = 0x7FC00000 | rng.integers(1, 1 << 20, size=int(nan.sum()), dtype=np.uint32)
+    return x
+
+
+@pytest.mark.parametrize("shape", CY_SHAPES)
+def test_cython_pool_2x2_bitwise_equals_reference(shape, rng):
+    _cython_or_skip()
+    x = _tie_nan_input(rng, shape)
+    want_y, want_arg = _ref_forward(x)
+    dy = _tie_nan_input(rng, want_y.shape)
+    with backend.using("numpy"):
+        want_dx = K.maxpool2d_backward(dy, want_arg, shape, 2).copy()
+    for threads in (1, 2, 3):
+        before = backend.get_num_threads()
+        try:
+            backend.set_num_threads(threads)
+            with backend.using("cython"):
+                y, arg = K.maxpool2d_forward(x, 2)
+                dx = K.maxpool2d_backward(dy, arg, shape, 2)
+        finally:
+            backend.set_num_threads(before)
+        np.testing.assert_array_equal(y.view(np.uint32), want_y.view(np.uint32))
+        np.testing.assert_array_equal(arg, want_arg)
+        np.testing.assert_array_equal(dx.view(np.uint32), want_dx.view(np.uint32))
+
+
+def test_cython_pool_2x2_every_window_pattern():
+    """All 5**4 windows over {-1, -0.0, 0, 1, NaN} (NaN payloads tell which NaN won), in one
+    plane of 25x25 windows, and shifted by one window so every pattern also meets a band edge."""
+    _cython_or_skip()
+    vals = np.array([-1.0, -0.0, 0.0, 1.0, np.nan], np.float32)
+    idx = np.stack(np.meshgrid(*[np.arange(5)] * 4, indexing="ij"), -1).reshape(625, 4)
+    win = vals[idx]
+    win.view(np.uint32)[np.isnan(win)] += np.arange(4, dtype=np.uint32)[
+        np.nonzero(np.isnan(win))[1]]
+    for shift in (0, 1):
+        w = np.roll(win, shift, axis=0).reshape(25, 25, 2, 2)
+        x = np.ascontiguousarray(w.transpose(0, 2, 1, 3).reshape(1, 1, 50, 50))
+        want_y, want_arg = _ref_forward(x)
+        with backend.using("cython"):
+            y, arg = K.maxpool2d_forward(x, 2)
+        np.testing.assert_array_equal(y.view(np.uint32), want_y.view(np.uint32))
+        np.testing.assert_array_equal(arg, want_arg)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 28, 28), (1, 2, 14, 14), (1, 1, 66, 64)])
+def test_cython_unpool_argmax_outside_its_window(shape, rng):
+    """An argmax elsewhere in the plane (a caller's own indices): the plane falls back to the
+    scatter, and dx is the reference's, other planes unaffected."""
+    _cython_or_skip()
+    N, C, H, W = shape
+    x = randn(rng, *shape)
+    with backend.using("cython"):
+        _, arg = K.maxpool2d_forward(x, 2)
+    arg = arg.copy()
+    arg[0, 0, 0, 0] = H * W - 1  # another window's pixel
+    arg[-1, -1, -1, -1] = arg[-1, -1, 0, 0]  # two outputs on one pixel: they accumulate
+    dy = randn(rng, N, C, H // 2, W // 2)
+    with backend.using("numpy"):
+        want = K.maxpool2d_backward(dy, arg, shape, 2).copy()
+    with backend.using("cython"):
+        dx = K.maxpool2d_backward(dy, arg, shape, 2)
+    np.testing.assert_array_equal(dx.view(np.uint32), want.view(np.uint32))
+
+
+def test_backward_argmax_range_checked_in_every_backend(backend_name):
+    """The range check runs in the kernels: an index out of range anywhere (first plane, last
+    plane, 2x2 fast path or not) raises and names the actual range."""
+    for shape in [(2, 3, 28, 28), (1, 2, 9, 9)]:
+        N, C, H, W = shape
+        OH, OW = (H - 2) // 2 + 1, (W - 2) // 2 + 1
+        arg = np.zeros((N, C, OH, OW), np.int32)
+        dy = np.ones(arg.shape, np.float32)
+        for pos, val in [((0, 0, 0, 0), -1), ((-1, -1, -1, -1), H * W)]:
+            bad = arg.copy()
+            bad[pos] = val
+            lo, hi = min(val, 0), max(val, 0)
+            with pytest.raises(ValueError, match=rf"argmax: expected indices in \[0, {H * W}\)"
+                                                 rf".*got \[{lo}, {hi}\]"):
+                K.maxpool2d_backward(dy, bad, shape, 2)

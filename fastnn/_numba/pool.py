@@ -99,13 +99,21 @@ def maxpool2d_forward(x, ph, pw, stride, y, argmax):
 
 @njit(cache=True, nogil=True)
 def _maxpool_bwd_plane(dyf, af, dxf, HW, Q, q):
+    """Zero the plane, then add each dy at its argmax. Each index is checked before its write;
+    returns how many were outside [0, HW) (their dy is dropped)."""
     zero = np.float32(0.0)
     xo = q * HW
     for k in range(HW):
         dxf[_U(xo + k)] = zero
     yo = q * Q
+    bad = 0
     for k in range(Q):
-        dxf[_U(xo + af[_U(yo + k)])] += dyf[_U(yo + k)]
+        a = af[_U(yo + k)]
+        if a >= 0 and a < HW:
+            dxf[_U(xo + a)] += dyf[_U(yo + k)]
+        else:
+            bad += 1
+    return bad
 
 
 @njit(cache=True, nogil=True)
@@ -115,8 +123,10 @@ def _maxpool_bwd_serial(dy, argmax, dx):
     dyf = dy.reshape(-1)
     af = argmax.reshape(-1)
     dxf = dx.reshape(-1)
+    bad = 0
     for q in range(N * C):
-        _maxpool_bwd_plane(dyf, af, dxf, H * W, Q, q)
+        bad += _maxpool_bwd_plane(dyf, af, dxf, H * W, Q, q)
+    return bad
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -126,12 +136,15 @@ def _maxpool_bwd_parallel(dy, argmax, dx):
     dyf = dy.reshape(-1)
     af = argmax.reshape(-1)
     dxf = dx.reshape(-1)
+    bad = 0
     for q in prange(N * C):
-        _maxpool_bwd_plane(dyf, af, dxf, H * W, Q, q)
+        bad += _maxpool_bwd_plane(dyf, af, dxf, H * W, Q, q)
+    return bad
 
 
 def maxpool2d_backward(dy, argmax, dx):
+    """True when every argmax is in [0, H*W); False otherwise (nothing written out of bounds,
+    dx unspecified: the caller raises)."""
     if dx.size < PARALLEL_MIN_WORK:
-        _maxpool_bwd_serial(dy, argmax, dx)
-    else:
-        _maxpool_bwd_parallel(dy, argmax, dx)
+        return _maxpool_bwd_serial(dy, argmax, dx) == 0
+    return _maxpool_bwd_parallel(dy, argmax, dx) == 0

@@ -48,11 +48,19 @@ def maxpool2d_backward(dy, argmax, x_shape, pool_size=2, stride=None, *,
         raise TypeError(f"argmax: expected the integer array from maxpool2d_forward, got "
                         f"{getattr(argmax, 'dtype', type(argmax).__name__)}")
     same_shape("argmax", argmax, dy.shape, "dy")
-    # The backward kernel writes dx at these indices without bounds checks: check them here.
-    if argmax.size and (int(argmax.min()) < 0 or int(argmax.max()) >= H * W):
-        raise ValueError(f"argmax: expected indices in [0, {H * W}) (H*W of x_shape), got "
-                         f"[{int(argmax.min())}, {int(argmax.max())}]")
-    argmax = np.ascontiguousarray(argmax, dtype=np.int32)
+    # Each backend checks the indices before it writes (in its compiled pass over them) and
+    # returns False when one is outside [0, H*W). Other integer dtypes are checked here first:
+    # the int32 conversion could wrap an out-of-range index into range.
+    if argmax.dtype != np.int32 and argmax.size and (int(argmax.min()) < 0
+                                                     or int(argmax.max()) >= H * W):
+        _argmax_out_of_range(argmax, H * W)
+    argmax32 = np.ascontiguousarray(argmax, dtype=np.int32)
     dx = buffer(ws, "dx", x_shape)
-    impl("maxpool2d_backward")(dy, argmax, dx)
+    if not impl("maxpool2d_backward")(dy, argmax32, dx):
+        _argmax_out_of_range(argmax, H * W)
     return dx
+
+
+def _argmax_out_of_range(argmax, HW):
+    raise ValueError(f"argmax: expected indices in [0, {HW}) (H*W of x_shape), got "
+                     f"[{int(argmax.min())}, {int(argmax.max())}]")

@@ -22,8 +22,12 @@ def maxpool2d_forward(x, ph, pw, stride, y, argmax):
 
 
 def maxpool2d_backward(dy, argmax, dx):
+    """dx = dy added at each argmax; False (dx untouched) when an index is outside [0, H*W)."""
     N, C, H, W = dx.shape
+    if argmax.size and (argmax.min() < 0 or argmax.max() >= H * W):
+        return False
     dx[...] = 0
     flat = dx.reshape(N * C, H * W)
     rows = np.arange(N * C).reshape(-1, 1)
     np.add.at(flat, (rows, argmax.reshape(N * C, -1)), dy.reshape(N * C, -1))
+    return True
