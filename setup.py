@@ -72,6 +72,8 @@ def extensions():
             f"fastnn._cython.{pyx.stem}",
             [str(pyx.relative_to(HERE))],
             include_dirs=["kernels"],
+            # the shared C headers: editing one rebuilds every module (cythonize tracks .pxi)
+            depends=[str(h.relative_to(HERE)) for h in sorted((HERE / "kernels").glob("*.h"))],
             extra_compile_args=cflags,
             extra_link_args=omp_link,
             define_macros=macros,
