@@ -173,18 +173,22 @@ def test_workspace_reuses_buffers(backend_name, rng):
         K.conv2d_backward(np.ones_like(y1), x, Wt, 1, 1, cols=np.zeros((3, 3), np.float32))
 
 
+@pytest.mark.parametrize("channels", [3, 8])  # 8: the compiled backends' Winograd path
 @pytest.mark.parametrize("first, second", [("cython", "numpy"), ("numpy", "cython"),
-                                           ("cython", "numba"), ("numba", "cython")])
-def test_columns_kept_by_one_backend_are_never_misread_by_another(first, second, rng):
-    # The Cython backend keeps its columns per image as (C*kh*kw, OH*OW) planes, the others as
+                                           ("cython", "numba"), ("numba", "cython"),
+                                           ("numba", "numpy"), ("numpy", "numba")])
+def test_columns_kept_by_one_backend_are_never_misread_by_another(first, second, channels, rng):
+    # Each compiled backend keeps its columns in its own layout (Cython: per-image planes, Numba:
+    # im2col rows; both: Winograd V tiles for 3x3 convolutions with >= 8 channels), NumPy as
     # im2col rows: a backward on another backend than the forward must not read them as its own.
     from conftest import _require
     from fastnn import backend
 
     for name in (first, second):
         _require(name)
-    x, Wt = randn(rng, 5, 3, 9, 8), randn(rng, 4, 3, 3, 3)
-    b = randn(rng, 4)
+    C, F = channels, channels + 4
+    x, Wt = randn(rng, 5, C, 9, 8), randn(rng, F, C, 3, 3)
+    b = randn(rng, F)
     ws = K.Workspace()
     with backend.using(first):
         y = K.conv2d_forward(x, Wt, b, 1, 1, ws=ws)
