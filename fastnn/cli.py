@@ -41,12 +41,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     how = (f"NumPy's BLAS ({sg['symbol']}) called from the kernels' own threads" if sg["pointer"]
            else f"np.matmul ({sg.get('reason', '')})")
     print(f"gemm: {how}; BLAS pool at {backend.blas_threads()} thread(s) for the selected backend")
+    print(f"winograd: {'on' if backend.winograd() else 'off'} (3x3, stride-1 convolutions with >= 8 "
+          "channels in the compiled backends; FASTNN_WINOGRAD=0 or backend.set_winograd(False))")
     for info in backend.blas_info():
         print(f"{info['user_api']}: {info.get('internal_api')} {info.get('version')} "
               f"threads={info.get('num_threads')} arch={info.get('architecture')} "
               f"({os.path.basename(info.get('filepath', ''))})")
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
-                "FASTNN_DIRECT_BLAS", "FASTNN_AUTO_ORDER", "GOMP_SPINCOUNT"):
+                "FASTNN_DIRECT_BLAS", "FASTNN_AUTO_ORDER", "FASTNN_WINOGRAD", "GOMP_SPINCOUNT"):
         if var in os.environ:
             print(f"env {var}={os.environ[var]}")
     return 0

@@ -34,6 +34,19 @@ cdef enum:
     _WG_MIN_CH = 8      # input and output channels at least this many
     _WG_MAX_CHUNKS = 8  # dU partials in the backward pass
 
+cdef bint _wg_enabled = True   # fastnn.backend.set_winograd, through conv._set_winograd
+
+
+def _set_winograd(bint enabled):
+    """Winograd for the 3x3, stride-1 convolutions it suits, or im2col + GEMM for all."""
+    global _wg_enabled
+    _wg_enabled = enabled
+
+
+def _get_winograd():
+    return _wg_enabled
+
+
 cdef struct _Wg:
     int N, C, H, W, F, pad, OH, OW, TH, TW
     Py_ssize_t TPI, G, nblk, nchunk, Tmax, sU, sPart, sThread, nslots
@@ -43,7 +56,7 @@ cdef bint _wg_plan(int N, int C, int H, int W, int F, int kh, int kw, int stride
                    _Wg* g) noexcept nogil:
     """Fill g and return True when this convolution runs as Winograd F(2x2, 3x3)."""
     cdef int OH = H + 2 * pad - 2, OW = W + 2 * pad - 2
-    if _sgemm == NULL or kh != 3 or kw != 3 or stride != 1 or OH < 2 or OW < 2:
+    if not _wg_enabled or _sgemm == NULL or kh != 3 or kw != 3 or stride != 1 or OH < 2 or OW < 2:
         return False
     if C < _WG_MIN_CH or F < _WG_MIN_CH or N < 1:
         return False

@@ -172,3 +172,45 @@ def test_the_kernels_layer_gives_the_backend_its_whole_scratch(name, rng):
         scratch = ws["conv_scratch"]
         K.conv2d_backward(np.ones_like(y), x, Wt, 1, p, ws=ws, cols=ws["cols"])
         assert ws["conv_scratch"] is scratch
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_winograd_can_be_turned_off_and_columns_follow_the_switch(name, rng):
+    mod = _module(name)
+    N, C, H, W, F, p = GEOMETRIES[1]
+    x, Wt, b = randn(rng, N, C, H, W), randn(rng, F, C, 3, 3), randn(rng, F)
+    dy = randn(rng, N, F, H + 2 * p - 2, W + 2 * p - 2)
+    want = _reference(x, Wt, b, dy, p)
+    assert backend.winograd()
+    try:
+        backend.set_winograd(False)
+        assert mod.conv_scratch_size(N, C, H, W, F, 3, 3, 1, p) == 0
+        off = _compiled_conv(name, x, Wt, b, dy, p)
+        for first, second in ((True, False), (False, True)):  # flipped between the passes
+            backend.set_winograd(first)
+            with backend.using(name):
+                ws = K.Workspace()
+                K.conv2d_forward(x, Wt, b, 1, p, ws=ws)
+                backend.set_winograd(second)
+                got = K.conv2d_backward(dy, x, Wt, 1, p, ws=ws, cols=ws["cols"])
+            for g, w in zip(got, want[1:]):
+                np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+    finally:
+        backend.set_winograd(True)
+    for g, w in zip(off, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+    with pytest.raises(TypeError, match="enabled"):
+        backend.set_winograd("no")
+
+
+def test_fastnn_winograd_environment_variable_turns_it_off():
+    import subprocess
+    import sys
+
+    from conftest import CHILD_CWD, child_env
+
+    code = "import fastnn; print(fastnn.backend.winograd())"
+    for value, want in (("0", "False"), ("1", "True")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=child_env(FASTNN_WINOGRAD=value), cwd=CHILD_CWD, check=True)
+        assert out.stdout.strip() == want

@@ -39,8 +39,16 @@ _extensions()  # give the modules that multiply matrices NumPy's cblas_sgemm
 
 def conv_cols_layout() -> str:
     """The layout of the columns conv2d_forward keeps for conv2d_backward: "planes" (per image
-    (C*kh*kw, OH*OW), when the GEMMs run per image through the direct BLAS), else "rows"."""
-    return _conv.CONV_COLS_LAYOUT
+    (C*kh*kw, OH*OW), when the GEMMs run per image through the direct BLAS; with Winograd on,
+    "planes+winograd": the Winograd tiles for the convolutions that run so), else "rows"."""
+    layout = _conv.CONV_COLS_LAYOUT
+    return layout + "+winograd" if layout == "planes" and _conv._get_winograd() else layout
+
+
+def set_winograd(enabled: bool) -> None:
+    """Run 3x3, stride-1 convolutions with >= 8 channels as Winograd F(2x2, 3x3) (True, the
+    default) or as im2col + GEMM (see fastnn.backend.set_winograd)."""
+    _conv._set_winograd(bool(enabled))
 
 
 __all__ = [
@@ -48,7 +56,7 @@ __all__ = [
     "batchnorm_forward_train", "bias_add_act", "col2im", "conv2d_backward", "conv2d_forward",
     "conv_cols", "conv_cols_layout", "conv_scratch_size", "dense_backward", "dense_forward",
     "direct_blas", "dropout_backward", "dropout_forward", "get_num_threads", "im2col",
-    "maxpool2d_backward", "maxpool2d_forward", "mse", "openmp_enabled", "relu", "relu_backward", "rmsprop_update",
-    "set_num_threads", "sgd_update", "sigmoid", "sigmoid_backward",
-    "sigmoid_binary_cross_entropy", "softmax", "softmax_cross_entropy", "tanh", "tanh_backward",
+    "maxpool2d_backward", "maxpool2d_forward", "mse", "openmp_enabled", "relu", "relu_backward",
+    "rmsprop_update", "set_num_threads", "set_winograd", "sgd_update", "sigmoid",
+    "sigmoid_backward", "sigmoid_binary_cross_entropy", "softmax", "softmax_cross_entropy", "tanh", "tanh_backward",
 ]

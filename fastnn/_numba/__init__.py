@@ -24,6 +24,7 @@ from .conv import (
     conv_cols_layout,
     conv_scratch_size,
     im2col,
+    set_winograd,
 )
 from .dense import bias_add_act, dense_backward, dense_forward
 from .dropout import dropout_backward, dropout_forward
@@ -38,7 +39,7 @@ __all__ = [
     "conv_cols", "conv_cols_layout", "conv_scratch_size", "dense_backward", "dense_forward",
     "direct_blas", "dropout_backward", "dropout_forward",
     "get_num_threads", "im2col", "maxpool2d_backward", "maxpool2d_forward", "mse", "relu",
-    "relu_backward", "rmsprop_update", "set_num_threads", "sgd_update", "sigmoid",
+    "relu_backward", "rmsprop_update", "set_num_threads", "set_winograd", "sgd_update", "sigmoid",
     "sigmoid_backward", "sigmoid_binary_cross_entropy", "softmax", "softmax_cross_entropy", "tanh",
     "tanh_backward",
 ]

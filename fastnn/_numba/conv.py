@@ -330,10 +330,19 @@ def _transpose(src, b, use_b, dst, N, P, F, to_fp):
         _transpose_parallel(sf, b, use_b, df, N, P, F, to_fp)
 
 
+_WINOGRAD = [True]  # fastnn.backend.set_winograd, through set_winograd
+
+
+def set_winograd(enabled):
+    """Run 3x3, stride-1 convolutions with >= 8 channels as Winograd F(2x2, 3x3) (True, the
+    default) or as im2col + GEMM (see fastnn.backend.set_winograd)."""
+    _WINOGRAD[0] = bool(enabled)
+
+
 def _winograd_plan(N, C, H, W, F, kh, kw, stride, pad):
     """The Winograd plan when this convolution runs as Winograd F(2x2, 3x3) (winograd.py), else
     None. Needs cblas_sgemm; the workers follow the thread count when the work is large enough."""
-    if not sgemm_pointer():
+    if not _WINOGRAD[0] or not sgemm_pointer():
         return None
     threads = numba.get_num_threads()
     work = N * (H + 2 * pad - 2) * (W + 2 * pad - 2) * C * 9
@@ -350,9 +359,10 @@ def conv_scratch_size(N, C, H, W, F, kh, kw, stride, pad):
 
 
 def conv_cols_layout():
-    """The columns conv2d_forward keeps for conv2d_backward: "numba", this backend's own (im2col's
-    rows, or the Winograd blocks of V tiles for the convolutions that run as Winograd)."""
-    return "numba"
+    """The columns conv2d_forward keeps for conv2d_backward: this backend's own, im2col's rows
+    ("numba"), with Winograd on the blocks of V tiles for the convolutions that run so
+    ("numba+winograd")."""
+    return "numba+winograd" if _WINOGRAD[0] else "numba"
 
 
 def conv_cols(x, kh, kw, stride, pad, cols, F):
