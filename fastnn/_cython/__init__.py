@@ -58,5 +58,6 @@ __all__ = [
     "direct_blas", "dropout_backward", "dropout_forward", "get_num_threads", "im2col",
     "maxpool2d_backward", "maxpool2d_forward", "mse", "openmp_enabled", "relu", "relu_backward",
     "rmsprop_update", "set_num_threads", "set_winograd", "sgd_update", "sigmoid",
-    "sigmoid_backward", "sigmoid_binary_cross_entropy", "softmax", "softmax_cross_entropy", "tanh", "tanh_backward",
+    "sigmoid_backward", "sigmoid_binary_cross_entropy", "softmax", "softmax_cross_entropy", "tanh",
+    "tanh_backward",
 ]
