@@ -10,7 +10,9 @@
 # summed per fixed chunk of blocks, the chunks added in order at the end):
 #     dM = A dy A^T  ->  dU[p] += dM[p] @ Vt[p]  ->  dV[p] = U[p].T @ dM[p]  ->  dx = B dV B^T
 # Scratch (one flat buffer, `conv_scratch_size` floats, from the caller's workspace):
-#     U (16*F*C) | per chunk: dU partial (16*F*C) + db (F) | per thread: M or dM + dV
+#     U (16*F*C) | per chunk: dU partial (16*F*C) + db (F) | per thread: M + V (forward)
+#     or dM + dV (backward), 16*(F + C)*T floats
+# fastnn.backend.set_winograd(False) turns the path off (its error is bounded normwise only).
 
 from cython.parallel cimport threadid
 from libc.stdlib cimport malloc, free
@@ -34,7 +36,7 @@ cdef enum:
     _WG_MIN_CH = 8      # input and output channels at least this many
     _WG_MAX_CHUNKS = 8  # dU partials in the backward pass
 
-cdef bint _wg_enabled = True   # fastnn.backend.set_winograd, through conv._set_winograd
+cdef bint _wg_enabled = True   # fastnn.backend.set_winograd, through _set_winograd below
 
 
 def _set_winograd(bint enabled):
