@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import winograd
-from ._common import PARALLEL_MIN_WORK, fetch_add
+from ._common import PARALLEL_MIN_WORK, fetch_add, row_sum
 from ._gemm import gemm, sgemm_pointer
 
 _U = np.uint64
@@ -574,40 +574,6 @@ def _conv_fwd_parallel(fn, x, W, b, s, pad, cols, y, workers):
 
 
 @njit(cache=True, nogil=True)
-def _row_sum(a, o, n):
-    """sum of a[o:o+n] in 16 float32 lanes (lane = index % 16, which LLVM vectorises), the lanes
-    added in a fixed tree at the end: the same bits wherever it runs. (Scalars, not a lane array:
-    LLVM cannot tell an array from `a` and would keep every lane in memory.)"""
-    z = np.float32(0.0)
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = z
-    s8 = s9 = s10 = s11 = s12 = s13 = s14 = s15 = z
-    full = n - n % 16
-    for i in range(0, full, 16):
-        q = o + i
-        s0 += a[_U(q)]
-        s1 += a[_U(q + 1)]
-        s2 += a[_U(q + 2)]
-        s3 += a[_U(q + 3)]
-        s4 += a[_U(q + 4)]
-        s5 += a[_U(q + 5)]
-        s6 += a[_U(q + 6)]
-        s7 += a[_U(q + 7)]
-        s8 += a[_U(q + 8)]
-        s9 += a[_U(q + 9)]
-        s10 += a[_U(q + 10)]
-        s11 += a[_U(q + 11)]
-        s12 += a[_U(q + 12)]
-        s13 += a[_U(q + 13)]
-        s14 += a[_U(q + 14)]
-        s15 += a[_U(q + 15)]
-    t = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-    t += ((s8 + s9) + (s10 + s11)) + ((s12 + s13) + (s14 + s15))
-    for i in range(full, n):
-        t += a[_U(o + i)]
-    return t
-
-
-@njit(cache=True, nogil=True)
 def _conv_bwd_chunk(fn, dyf, cf, W2f, C, H, W, F, kh, kw, s, pad, OH, OW, n0, n1, dWf, dWo, dbf,
                     dbo, dcf, dxf, has_dx):
     """Images n0:n1: dW (F, K) at dWf[dWo:] and db (F) at dbf[dbo:] of these images only; dx of
@@ -620,7 +586,7 @@ def _conv_bwd_chunk(fn, dyf, cf, W2f, C, H, W, F, kh, kw, s, pad, OH, OW, n0, n1
         gemm(fn, False, False, F, K, P, one, dyf, n * F * P, P, cf, n * P * K, K,
              zero if first else one, dWf, dWo, K)
         for f in range(F):
-            v = _row_sum(dyf, (n * F + f) * P, P)
+            v = row_sum(dyf, (n * F + f) * P, P)
             dbf[_U(dbo + f)] = v if first else dbf[_U(dbo + f)] + v
         if has_dx:
             gemm(fn, True, False, P, K, F, one, dyf, n * F * P, P, W2f, 0, K, zero, dcf,

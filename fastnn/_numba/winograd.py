@@ -18,7 +18,7 @@ Tiles of a plane are numbered t = ty*TW + tx; tile t covers the input pixels 2ty
 import numpy as np
 from numba import njit, prange
 
-from ._common import fetch_add
+from ._common import fetch_add, row_sum
 from ._gemm import gemm
 
 WG_TILES = 100     # tiles per block (GEMM width) to aim for
@@ -370,9 +370,7 @@ def _bwd_chunk(fn, dyf, N, C, H, W, F, pad, OH, OW, TH, TW, TPI, G, Tmax, nblk, 
             for f in range(F):
                 _dout_plane(dyf, (n * F + f) * P, OH, OW, TH, TW, S, mo + f * T + (n - n0) * TPI,
                             F * T)
-                s = np.float32(0.0)
-                for k in range(P):
-                    s += dyf[_U((n * F + f) * P + k)]
+                s = row_sum(dyf, (n * F + f) * P, P)
                 q = po + sU + f
                 S[_U(q)] = s if (blk == b0 and n == n0) else S[_U(q)] + s
         for p in range(16):
