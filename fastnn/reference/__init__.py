@@ -17,6 +17,7 @@ from .dropout import dropout_backward, dropout_forward
 from .losses import mse, sigmoid_binary_cross_entropy, softmax_cross_entropy
 from .norm import batchnorm_backward, batchnorm_forward_infer, batchnorm_forward_train
 from .optim import adagrad_update, adam_update, rmsprop_update, sgd_update
+from .convpool import conv2d_relu_pool_backward, conv2d_relu_pool_forward
 from .pool import maxpool2d_backward, maxpool2d_forward
 
 
@@ -31,7 +32,8 @@ def get_num_threads() -> int:
 __all__ = [
     "adagrad_update", "adam_update", "batchnorm_backward", "batchnorm_forward_infer",
     "batchnorm_forward_train", "bias_add_act", "col2im", "conv2d_backward", "conv2d_forward",
-    "dense_backward", "dense_forward", "dropout_backward", "dropout_forward", "im2col",
+    "conv2d_relu_pool_backward", "conv2d_relu_pool_forward", "dense_backward", "dense_forward",
+    "dropout_backward", "dropout_forward", "im2col",
     "maxpool2d_backward", "maxpool2d_forward", "mse", "relu", "relu_backward", "rmsprop_update",
     "sgd_update", "sigmoid", "sigmoid_backward", "sigmoid_binary_cross_entropy", "softmax",
     "softmax_cross_entropy", "tanh", "tanh_backward",
