@@ -10,12 +10,15 @@
 #   _gemm(...)           one row-major sgemm call on the calling thread (BLAS runs single-threaded:
 #                        fastnn.backend sets its pool to 1 thread while a compiled backend is in use)
 #   _gemm_parts(...)     C = alpha op(A) op(B) + beta C split into independent blocks of rows or
-#                        columns run over the OpenMP threads.  The split depends on the shape only,
+#                        columns run over the OpenMP threads (or, for a long inner dimension and a
+#                        small C, into blocks of the inner dimension added in order).  The split depends on the shape only,
 #                        never on the thread count, so the bits never depend on it either (BLAS's
 #                        result for an element can change with the block it lands in).
 #
 # Why not np.matmul: NumPy's BLAS threads and our OpenMP threads then take turns on the same cores,
 # each pool spinning while the other works (see fastnn/_blas.py for the measurements).
+
+from libc.stdlib cimport free, malloc
 
 ctypedef long long _blasint
 
@@ -84,9 +87,62 @@ cdef inline void _gemm_part(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssi
                   C + lo, ldc)
 
 
+cdef inline int _gemm_nksplit(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept nogil:
+    # Blocks of the inner dimension for a long-K, small-output product (a dense layer on flattened
+    # conv features, (100, 4320) @ (4320, 100)): each block packs only its own slices of A and B,
+    # where row or column blocks would each pack the whole shared operand again (measured at one
+    # thread: 1.23 ms as two row blocks, 0.95 ms as one call). From the shape alone.
+    if K < 2048 or K < 8 * (M if M >= N else N) or M * N > 65536:
+        return 1
+    if 2.0 * M * N * K < 4.0 * _GEMM_PART_FLOPS:
+        return 1
+    return 4 if K >= 8192 else 2
+
+
+cdef inline void _gemm_kpart(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                             float alpha, const float* A, Py_ssize_t lda, const float* B,
+                             Py_ssize_t ldb, float beta, float* C, Py_ssize_t ldc, float* P,
+                             int part, int parts) noexcept nogil:
+    # inner block `part`: the first into C (with beta), the others into their slot of P
+    cdef Py_ssize_t k0 = K * part // parts, k1 = K * (part + 1) // parts
+    cdef const float* a = A + (k0 * lda if ta else k0)
+    cdef const float* b = B + (k0 if tb else k0 * ldb)
+    if part == 0:
+        _gemm(ta, tb, M, N, k1 - k0, alpha, a, lda, b, ldb, beta, C, ldc)
+    else:
+        _gemm(ta, tb, M, N, k1 - k0, alpha, a, lda, b, ldb, 0, P + (part - 1) * M * N, N)
+
+
+cdef bint _gemm_ksplit(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, float alpha,
+                       const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb, float beta,
+                       float* C, Py_ssize_t ldc, int parts) noexcept nogil:
+    # C = block 0 + block 1 + ... in that order (bits independent of the threads); False when
+    # there is no memory for the partial products (the caller then splits rows or columns).
+    cdef float* P = <float*>malloc((parts - 1) * M * N * sizeof(float))
+    cdef int part
+    cdef Py_ssize_t i, j
+    if P == NULL:
+        return False
+    if _nthreads > 1:
+        for part in prange(parts, schedule="static", num_threads=_nthreads):
+            _gemm_kpart(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, P, part, parts)
+    else:
+        for part in range(parts):
+            _gemm_kpart(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, P, part, parts)
+    for part in range(1, parts):
+        for i in range(M):
+            for j in range(N):
+                C[i * ldc + j] += P[((part - 1) * M + i) * N + j]
+    free(P)
+    return True
+
+
 cdef void _gemm_parts(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, float alpha,
                       const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb, float beta,
                       float* C, Py_ssize_t ldc) noexcept nogil:
+    cdef int ks = _gemm_nksplit(M, N, K)
+    if ks > 1 and _gemm_ksplit(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ks):
+        return
     cdef int part, parts = _gemm_nparts(M, N, K)
     if parts > 1 and _nthreads > 1:
         for part in prange(parts, schedule="dynamic", num_threads=_nthreads):

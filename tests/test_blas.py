@@ -127,6 +127,11 @@ xc = rng.standard_normal((17, 4, 12, 12)).astype(np.float32)
 Wc = rng.standard_normal((16, 4, 3, 3)).astype(np.float32)
 bc = rng.standard_normal(16).astype(np.float32)
 dyc = rng.standard_normal((17, 16, 12, 12)).astype(np.float32)
+# a long inner dimension and a small output: the forward GEMM splits the inner dimension
+xk = rng.standard_normal((100, 4320)).astype(np.float32)
+Wk = rng.standard_normal((4320, 100)).astype(np.float32)
+bk = rng.standard_normal(100).astype(np.float32)
+dyk = rng.standard_normal((100, 100)).astype(np.float32)
 outs = []
 with backend.using(name):
     for n in (1, 2, 3):
@@ -135,6 +140,8 @@ with backend.using(name):
         out = [K.dense_forward(x, W, b).copy(), *(a.copy() for a in K.dense_backward(dy, x, W))]
         out += [K.conv2d_forward(xc, Wc, bc, 1, 1).copy()]
         out += [a.copy() for a in K.conv2d_backward(dyc, xc, Wc, 1, 1)]
+        out += [K.dense_forward(xk, Wk, bk, "relu").copy()]
+        out += [a.copy() for a in K.dense_backward(dyk, xk, Wk)]
         outs.append(out)
 for other in outs[1:]:
     for a, r in zip(other, outs[0]):

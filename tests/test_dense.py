@@ -8,7 +8,8 @@ from fastnn import backend
 from fastnn import kernels as K
 from fastnn import reference as R
 
-SHAPES = [(1, 1, 1), (1, 7, 3), (5, 13, 9), (64, 784, 256), (33, 100, 10)]
+SHAPES = [(1, 1, 1), (1, 7, 3), (5, 13, 9), (64, 784, 256), (33, 100, 10),
+          (100, 4320, 100), (16, 9000, 64)]  # the last two: GEMMs split along the inner dimension
 
 
 def sigmoid64(z):
