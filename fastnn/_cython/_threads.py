@@ -6,7 +6,7 @@ import importlib
 
 from .. import _blas
 
-_TOPICS = ("conv", "pool", "dense", "activations", "losses", "optim", "norm", "dropout")
+_TOPICS = ("conv", "convpool", "pool", "dense", "activations", "losses", "optim", "norm", "dropout")
 _modules: list = []
 
 
