@@ -14,8 +14,11 @@ im2col, GEMM and epilogue per image inside one prange loop.
 - `gemm_parts(fn, ...)`: the same product split into blocks of rows or columns of C from the shape
   alone, taken by the threads one at a time (dynamic scheduling) or run serially on one thread:
   the bits never depend on the thread count (BLAS's result for an element can change with the
-  block it lands in).
+  block it lands in). A long inner dimension with a small C splits the inner dimension instead
+  (each block packs only its own slices of A and B), the blocks added in order.
 """
+
+import threading
 
 import numba
 import numpy as np
@@ -131,14 +134,71 @@ def _parts_parallel(fn, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, pa
             part = fetch_add(next_part, 0, 1)
 
 
+def _nksplit(M, N, K):
+    """Blocks of the inner dimension: the rule of kernels/_gemm.pxi's _gemm_nksplit."""
+    if K < 2048 or K < 8 * max(M, N) or M * N > 65536 or 2.0 * M * N * K < 4.0 * _PART_FLOPS:
+        return 1
+    return 4 if K >= 8192 else 2
+
+
+@njit(cache=True, nogil=True)
+def _kpart(fn, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, P, part, parts):
+    k0, k1 = K * part // parts, K * (part + 1) // parts
+    a0 = k0 * lda if ta else k0
+    b0 = k0 if tb else k0 * ldb
+    if part == 0:
+        gemm(fn, ta, tb, M, N, k1 - k0, alpha, A, a0, lda, B, b0, ldb, beta, C, 0, ldc)
+    else:
+        gemm(fn, ta, tb, M, N, k1 - k0, alpha, A, a0, lda, B, b0, ldb, np.float32(0), P,
+             (part - 1) * M * N, N)
+
+
+@njit(cache=True, nogil=True)
+def _ksum(M, N, C, ldc, P, parts):
+    for part in range(1, parts):
+        for i in range(M):
+            for j in range(N):
+                C[i * ldc + j] += P[((part - 1) * M + i) * N + j]
+
+
+@njit(cache=True, nogil=True)
+def _kparts_serial(fn, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, P, parts):
+    for part in range(parts):
+        _kpart(fn, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, P, part, parts)
+    _ksum(M, N, C, ldc, P, parts)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _kparts_parallel(fn, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, P, parts):
+    for part in prange(parts):
+        _kpart(fn, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, P, part, parts)
+    _ksum(M, N, C, ldc, P, parts)
+
+
+_local = threading.local()  # per Python thread: the partial products of a split inner dimension
+
+
+def _partials(n):
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.size < n:
+        buf = _local.buf = np.empty(n, np.float32)
+    return buf
+
+
 def gemm_parts(fn, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc):
     """C (M, N) = alpha op(A) op(B) + beta C (flat float32, row-major) in blocks fixed by the
     shape, over the threads when there are several blocks and threads. (Chosen here, in Python:
     numba.get_num_threads() inside jitted code would stop it from being cached, and one thread
     never compiles the parallel driver.)"""
-    parts = _nparts(M, N, K)
     threads = numba.get_num_threads()
     alpha, beta = np.float32(alpha), np.float32(beta)
+    ks = _nksplit(M, N, K)
+    if ks > 1:
+        P = _partials((ks - 1) * M * N)
+        run = _kparts_parallel if threads > 1 else _kparts_serial
+        run(fn, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, P, ks)
+        return
+    parts = _nparts(M, N, K)
     if parts > 1 and threads > 1:
         _parts_parallel(fn, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, parts,
                         min(threads, parts))
