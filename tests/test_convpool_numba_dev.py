@@ -218,7 +218,7 @@ def test_thread_count_does_not_change_bits(N, C, F, k, pad, H):
             results.append((p, a, dW, db))
     finally:
         nb.set_num_threads(before)
-    for r1, r2 in zip(*results):
+    for r1, r2 in zip(*results, strict=True):
         np.testing.assert_array_equal(r1.view(np.int32), r2.view(np.int32))
 
 

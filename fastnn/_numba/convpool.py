@@ -17,9 +17,10 @@ maxpool2d_forward) and goes through the ReLU. The images go to the workers one a
 Backward, images in fixed chunks of _CHUNK (from N alone: the bits never depend on the threads):
 per image and block of _FB filters, dense dy planes (zero, then g = dp * (p > 0) added at each
 argmax), and per kernel row (c, i) the kw * _FB dot products of those planes with the shifted xp
-rows (reassociated float32 sums: _dots). Each chunk writes its own partial dW and db; the
-partials are added in chunk order at the end. An image with an inf or NaN anywhere takes exact
-per-row sums instead (a junk column must not turn a 0 * inf into a NaN the reference has not).
+rows (reassociated float32 sums: _dots), and db += row_sum(g) (_common: a fixed 16-lane tree).
+Each chunk writes its own partial dW and db; the partials are added in chunk order at the end.
+An image with an inf or NaN anywhere takes exact per-row sums instead (a junk column must not turn
+a 0 * inf into a NaN the reference has not).
 
 Every array is indexed with unsigned integers (`_U(i)`), as in pool.py and conv.py: Numba's
 negative-index wraparound would otherwise put a select on every access and stop the vectoriser.
@@ -29,7 +30,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ._common import PARALLEL_MIN_WORK, fetch_add
+from ._common import PARALLEL_MIN_WORK, fetch_add, row_sum
 from .pool import _take
 
 _U = np.uint64
@@ -375,7 +376,7 @@ def _dots_exact(xp, xo, d, OH, OW, Wp, L, out, oo, K, kw, nf):
 
 
 @njit(cache=True, nogil=True)
-def _bwd_chunk(dpf, pf, af, xf, C, H, Wd, F, kh, kw, pad, PH, PW, n0, n1, part, po, xp, d):
+def _bwd_chunk(dpf, pf, af, xf, C, H, Wd, F, kh, kw, pad, PH, PW, n0, n1, part, po, xp, d, gq):
     """dW (F, C kh kw) at part[po:] and db (F) after it, of images n0:n1 only. Returns how many
     argmax were outside [0, OH OW) (their g is dropped: nothing is written out of bounds)."""
     Hp, Wp = H + 2 * pad, Wd + 2 * pad
@@ -398,14 +399,14 @@ def _bwd_chunk(dpf, pf, af, xf, C, H, Wd, F, kh, kw, pad, PH, PW, n0, n1, part, 
                 d[_U(t)] = zero
             for q in range(nf):
                 o = (n * F + f0 + q) * Q
-                s = part[_U(dbo + f0 + q)]
+                for t in range(Q):
+                    gq[_U(t)] = dpf[_U(o + t)] * (one if pf[_U(o + t)] > zero else zero)
+                part[_U(dbo + f0 + q)] += row_sum(gq, 0, Q)
                 for ph in range(PH):
                     lo = 2 * ph * OW  # the window's rows: argmax in [lo, lo + 2 OW), as forward
                     for pw in range(PW):
-                        t = o + ph * PW + pw
-                        g = dpf[_U(t)] * (one if pf[_U(t)] > zero else zero)
-                        s += g
-                        a = af[_U(t)]
+                        g = gq[_U(ph * PW + pw)]
+                        a = af[_U(o + ph * PW + pw)]
                         if a >= lo and a < lo + 2 * OW:
                             oh = 2 * ph + (1 if a >= lo + OW else 0)
                         elif a >= 0 and a < HW:  # anywhere else in the plane
@@ -414,7 +415,6 @@ def _bwd_chunk(dpf, pf, af, xf, C, H, Wd, F, kh, kw, pad, PH, PW, n0, n1, part, 
                             bad += 1
                             continue
                         d[_U(q * L + a + oh * (Wp - OW))] += g
-                part[_U(dbo + f0 + q)] = s
             for c in range(C):
                 for i in range(kh):
                     xo = (c * Hp + i) * Wp
@@ -439,16 +439,17 @@ def _bwd_worker(dpf, pf, af, xf, N, C, H, Wd, F, kh, kw, pad, PH, PW, nchunk, pa
     Hp, Wp = H + 2 * pad, Wd + 2 * pad
     xp = np.zeros(C * Hp * Wp + kw, np.float32)
     d = np.empty(_FB * (Hp - kh + 1) * Wp, np.float32)
+    gq = np.empty(PH * PW, np.float32)
     nb = 0
     if next_c.size == 0:
         for c in range(nchunk):
             nb += _bwd_chunk(dpf, pf, af, xf, C, H, Wd, F, kh, kw, pad, PH, PW, c * _CHUNK,
-                             min(N, (c + 1) * _CHUNK), part, c * stride, xp, d)
+                             min(N, (c + 1) * _CHUNK), part, c * stride, xp, d, gq)
     else:
         c = fetch_add(next_c, 0, 1)
         while c < nchunk:
             nb += _bwd_chunk(dpf, pf, af, xf, C, H, Wd, F, kh, kw, pad, PH, PW, c * _CHUNK,
-                             min(N, (c + 1) * _CHUNK), part, c * stride, xp, d)
+                             min(N, (c + 1) * _CHUNK), part, c * stride, xp, d, gq)
             c = fetch_add(next_c, 0, 1)
     return nb
 
