@@ -26,6 +26,7 @@ from .conv import (
     im2col,
     set_winograd,
 )
+from .convpool import conv2d_relu_pool_backward, conv2d_relu_pool_forward
 from .dense import bias_add_act, dense_backward, dense_forward
 from .dropout import dropout_backward, dropout_forward
 from .losses import mse, sigmoid_binary_cross_entropy, softmax_cross_entropy
@@ -36,7 +37,8 @@ from .pool import maxpool2d_backward, maxpool2d_forward
 __all__ = [
     "adagrad_update", "adam_update", "batchnorm_backward", "batchnorm_forward_infer",
     "batchnorm_forward_train", "bias_add_act", "col2im", "conv2d_backward", "conv2d_forward",
-    "conv_cols", "conv_cols_layout", "conv_scratch_size", "dense_backward", "dense_forward",
+    "conv2d_relu_pool_backward", "conv2d_relu_pool_forward", "conv_cols", "conv_cols_layout",
+    "conv_scratch_size", "dense_backward", "dense_forward",
     "direct_blas", "dropout_backward", "dropout_forward",
     "get_num_threads", "im2col", "maxpool2d_backward", "maxpool2d_forward", "mse", "relu",
     "relu_backward", "rmsprop_update", "set_num_threads", "set_winograd", "sgd_update", "sigmoid",
