@@ -309,7 +309,7 @@ class StepPlan:
     def __init__(self, model, x: np.ndarray, out_shape: tuple, y=None, loss=None,
                  optimizer=None) -> None:
         train = loss is not None
-        layers = model.layers
+        layers = model._run
         kind = _KernelChain if _KernelChain.fits(layers, train) else _LayerChain
         chain = kind(layers, x.shape, x.dtype == F32, train)
         self.backend = backend.current()

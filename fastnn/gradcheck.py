@@ -21,7 +21,8 @@ def gradcheck(target, x, y=None, *, loss=None, eps: float = 1e-3, num_checks: in
     random G; with `loss` (and targets `y`) it is the loss. Random layers (dropout) replay the
     same mask for every evaluation. Errors below ~1e-2 are float32 round-off."""
     x = as_float32("x", x).copy()
-    layers = list(getattr(target, "layers", [target]))
+    # a Sequential's steps as it runs them (fused blocks included)
+    layers = list(getattr(target, "_run", None) or getattr(target, "layers", [target]))
     rng = np.random.default_rng(seed)
     states = _rng_states(layers)
 

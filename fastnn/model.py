@@ -8,6 +8,7 @@ import numpy as np
 from . import training
 from .kernels._check import as_float32
 from .layers import BatchNorm, Conv2D, Dense, Dropout, Layer, MaxPool2D, ReLU, Sigmoid, Tanh
+from .layers.conv import ConvReLUPool
 from .params import Parameters
 
 
@@ -57,6 +58,28 @@ class Sequential(training.TrainingMixin):
             elif isinstance(layer, ReLU) and not layer.fused and isinstance(nxt, MaxPool2D):
                 layer.fused = "pool"
                 nxt.relu = True
+        self._blocks()
+
+    def _blocks(self) -> None:
+        """`_run`: the layers as forward/backward run them, a first Conv2D -> ReLU -> MaxPool2D(2)
+        block (before any layer with parameters) replaced by one ConvReLUPool step."""
+        layers, run, i = self.layers, [], 0
+        while i < len(layers):
+            if (not any(step.params for step in run) and i + 2 < len(layers)
+                    and ConvReLUPool.fits(*layers[i:i + 3])):
+                run.append(ConvReLUPool(*layers[i:i + 3]))
+                i += 3
+            else:
+                run.append(layers[i])
+                i += 1
+        self._run_key = tuple(map(id, layers))
+        self._run_steps = run
+
+    @property
+    def _run(self) -> list:
+        if self._run_key != tuple(map(id, self.layers)):  # the list was edited: plan again
+            self._plan()
+        return self._run_steps
 
     def _activation_after(self, i: int) -> str | None:
         for layer in self.layers[i + 1 :]:
@@ -75,14 +98,14 @@ class Sequential(training.TrainingMixin):
     def forward(self, x, train: bool = True) -> np.ndarray:
         """The network's output (a fresh array; layers keep what backward needs)."""
         x = as_float32("x", x)
-        for layer in self.layers:
+        for layer in self._run:
             x = layer.forward(x, train)
         return x.copy()
 
     def backward(self, dy) -> np.ndarray:
         """Backpropagate dy = dL/doutput; overwrites every gradient; returns dL/dinput."""
         dy = as_float32("dy", dy)
-        for layer in reversed(self.layers):
+        for layer in reversed(self._run):
             dy = layer.backward(dy)
         return dy
 

@@ -52,7 +52,7 @@ def predict(model, x, batch_size: int = 256) -> np.ndarray:
     out = None
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size]
-        for layer in model.layers:
+        for layer in model._run:
             xb = layer.forward(xb, False)
         if out is None:
             out = np.empty((x.shape[0], *xb.shape[1:]), np.float32)
@@ -73,13 +73,13 @@ def forward_backward(model, xb, yb, loss, scale: float = 1.0) -> tuple[float, np
     """Forward in training mode, the loss, and backward into every gradient (dL/doutput times
     `scale`, never dL/dinput: see `backward_to_parameters`); returns (loss value, outputs)."""
     out = xb
-    for layer in model.layers:
+    for layer in model._run:
         out = layer.forward(out, True)
     value = loss.forward(out, yb)
     dy = loss.backward()
     if scale != 1.0:
         dy = dy * np.float32(scale)
-    backward_to_parameters(model.layers, dy)
+    backward_to_parameters(model._run, dy)
     return value, out
 
 
@@ -133,7 +133,7 @@ class TrainingMixin:
         else:
             key = None
         out = as_float32("x", x)
-        for layer in self.layers:
+        for layer in self._run:
             out = layer.forward(out, False)
         if key is not None:
             _remember(self._predict_plans, key, StepPlan(self, x, out.shape))
@@ -148,7 +148,7 @@ class TrainingMixin:
         for start in range(0, x.shape[0], batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             out = xb
-            for layer in self.layers:
+            for layer in self._run:
                 out = layer.forward(out, False)
             n = len(xb)
             total += loss.forward(out, yb) * n

@@ -200,13 +200,15 @@ def test_fused_dense_activation_matches_unfused_and_float64(backend_name, act_cl
 
 def test_relu_before_maxpool_runs_after_the_pooling_with_the_same_results(backend_name, rng):
     def build(separate):
+        # (a 1x1 convolution first: a first Conv2D -> ReLU -> MaxPool2D would run as one
+        # ConvReLUPool step, see tests/test_convpool.py)
         mid = [Dropout(0.0)] if separate else []
-        return Sequential([Conv2D(2, 4, 3, padding=1, seed=1), ReLU(), *mid, MaxPool2D(2),
-                           Flatten(), Dense(4 * 3 * 3, 3, seed=2)])
+        return Sequential([Conv2D(2, 2, 1, seed=0), Conv2D(2, 4, 3, padding=1, seed=1), ReLU(),
+                           *mid, MaxPool2D(2), Flatten(), Dense(4 * 3 * 3, 3, seed=2)])
 
     fused, plain = build(False), build(True)
-    assert fused.layers[1].fused == "pool" and fused.layers[2].relu
-    assert not plain.layers[1].fused and not plain.layers[3].relu
+    assert fused.layers[2].fused == "pool" and fused.layers[3].relu
+    assert not plain.layers[2].fused and not plain.layers[4].relu
     x = randn(rng, 5, 2, 6, 7)
     x[0, :, :3] = -1.0  # windows where every value is negative: the ReLU zeroes the whole window
     y = rng.integers(0, 3, 5)

@@ -58,3 +58,77 @@ class Conv2D(Layer):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "stride": self.stride,
                 "padding": self.padding, "init": self.init, "seed": self.seed}
+
+
+class ConvReLUPool:
+    """Conv2D (stride 1) -> ReLU -> MaxPool2D(2) of a Sequential, run as one kernel
+    (fastnn.kernels.conv2d_relu_pool_forward/backward): the convolution's output is never stored.
+    Sequential runs it in place of the three layers when they open the network (no parameters
+    before them: training never needs their dx); the layers themselves keep their own meaning when
+    called directly. The gradients land in the Conv2D's `grads`."""
+
+    def __init__(self, conv: Conv2D, relu, pool) -> None:
+        self.conv, self.relu, self.pool = conv, relu, pool
+        self.need_dx = True
+
+    @property
+    def params(self):
+        return self.conv.params
+
+    @property
+    def grads(self):
+        return self.conv.grads
+
+    @property
+    def state(self):
+        return self.conv.state
+
+    @property
+    def ws(self):  # the step plans swap workspaces per layer: this one is the Conv2D's
+        return self.conv.ws
+
+    @ws.setter
+    def ws(self, value):
+        self.conv.ws = value
+
+    def bind_grads(self, ws=None) -> None:
+        self.conv.bind_grads(ws)
+
+    def forward(self, x, train=True):
+        conv = self.conv
+        x = K._check.as_float32("x", x)
+        if x.ndim != 4 or x.shape[1] != conv.in_channels:
+            raise ValueError(f"Conv2D: expected input of shape (N, {conv.in_channels}, H, W), got "
+                             f"{getattr(x, 'shape', type(x).__name__)}")
+        self.x = x
+        self.p, self.argmax = K.conv2d_relu_pool_forward(x, conv.params["W"], conv.params["b"],
+                                                         conv.padding, ws=conv.ws.child("fused"))
+        return self.p
+
+    def backward(self, dp):
+        conv, W, pad = self.conv, self.conv.params["W"], self.conv.padding
+        if not self.need_dx:
+            K.conv2d_relu_pool_backward(dp, self.p, self.argmax, self.x, W, pad, ws=conv.ws)
+            return None
+        # dx wanted (Sequential.backward): the unfused gradient; the columns are recomputed
+        N, _, H, Wd = self.x.shape
+        kh, kw = conv.kernel_size
+        y_shape = (N, conv.out_channels, H + 2 * pad - kh + 1, Wd + 2 * pad - kw + 1)
+        g = K.relu_backward(dp, self.p, ws=conv.ws.child("relu"))
+        dy = K.maxpool2d_backward(g, self.argmax, y_shape, 2, ws=conv.ws.child("unpool"))
+        dx, _, _ = K.conv2d_backward(dy, self.x, W, 1, pad, ws=conv.ws)
+        return dx
+
+    @staticmethod
+    def fits(conv, relu, pool) -> bool:
+        """Whether (conv, relu, pool) is a block this kernel runs: a stride-1 convolution with a
+        small inner dimension (a network's first layer: direct convolution beats im2col + GEMM)
+        and 2x2, stride-2 pooling."""
+        from .activations import ReLU
+        from .pool import MaxPool2D
+
+        if not (type(conv) is Conv2D and type(relu) is ReLU and type(pool) is MaxPool2D):
+            return False
+        kh, kw = conv.kernel_size
+        return (conv.stride == 1 and conv.in_channels * kh * kw <= 75
+                and pool.pool_size == 2 and pool.stride == 2)
