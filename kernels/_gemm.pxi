@@ -36,6 +36,33 @@ cdef enum:
     _GEMM_MAX_PARTS = 4
 
 
+def _cores():
+    try:
+        return len(_fastnn_os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return _fastnn_os.cpu_count() or 1
+
+
+# Row/column blocks at most: 2 on a machine with fewer than 4 usable cores (measured on 2 cores:
+# 4 blocks each pack the shared operand again, and the mlp_step, 64 and 256, took 4-6% longer),
+# else 4. Fixed at import from the machine, never from the thread setting: within one machine the
+# bits never depend on the thread count.
+cdef int _max_parts = _GEMM_MAX_PARTS if _cores() >= 4 else 2
+# Inner-dimension blocks from K >= 512 (with a small output): 2-7% faster dense steps than
+# row/column blocks (measured interleaved, mlp_step and dense_fb, 2 cores).
+cdef Py_ssize_t _ksplit_min_k = 512, _ksplit_ratio = 0
+
+
+def _set_gemm_split(int max_parts, Py_ssize_t ksplit_min_k, Py_ssize_t ksplit_ratio):
+    """Set the block rules (max row/column blocks; the smallest inner dimension, and its ratio
+    to the output's larger side, that splits the inner dimension); returns the old ones. For
+    measurements: the defaults are the measured choice."""
+    global _max_parts, _ksplit_min_k, _ksplit_ratio
+    old = (_max_parts, _ksplit_min_k, _ksplit_ratio)
+    _max_parts, _ksplit_min_k, _ksplit_ratio = max(1, max_parts), ksplit_min_k, ksplit_ratio
+    return old
+
+
 def _set_sgemm(size_t address):
     """Use the cblas_sgemm at `address` (0: none; the module's kernels then use np.matmul)."""
     global _sgemm
@@ -63,7 +90,7 @@ cdef inline int _gemm_nparts(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept 
     cdef Py_ssize_t dim = M if M >= N else N
     cdef Py_ssize_t per_part = 96 if K >= 1024 else 128
     cdef int parts = 1
-    while (parts < _GEMM_MAX_PARTS and flops >= 2.0 * parts * _GEMM_PART_FLOPS
+    while (parts < _max_parts and flops >= 2.0 * parts * _GEMM_PART_FLOPS
            and dim >= per_part * parts):
         parts *= 2
     return parts
@@ -88,15 +115,16 @@ cdef inline void _gemm_part(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssi
 
 
 cdef inline int _gemm_nksplit(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept nogil:
-    # Blocks of the inner dimension for a long-K, small-output product (a dense layer on flattened
-    # conv features, (100, 4320) @ (4320, 100)): each block packs only its own slices of A and B,
-    # where row or column blocks would each pack the whole shared operand again (measured at one
-    # thread: 1.23 ms as two row blocks, 0.95 ms as one call). From the shape alone.
-    if K < 2048 or K < 8 * (M if M >= N else N) or M * N > 65536:
+    # Blocks of the inner dimension for a small-output product (a dense layer on flattened conv
+    # features, (100, 4320) @ (4320, 100), or a batch-64 dense layer): each block packs only its
+    # own slices of A and B, where row or column blocks would each pack the whole shared operand
+    # again (measured at one thread: 1.23 ms as two row blocks, 0.95 ms as one call). From the
+    # shape alone.
+    if K < _ksplit_min_k or K < _ksplit_ratio * (M if M >= N else N) or M * N > 65536:
         return 1
     if 2.0 * M * N * K < 4.0 * _GEMM_PART_FLOPS:
         return 1
-    return 4 if K >= 8192 else 2
+    return 4 if K >= 8192 and _max_parts >= 4 else 2
 
 
 cdef inline void _gemm_kpart(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,

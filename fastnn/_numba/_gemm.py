@@ -18,6 +18,7 @@ im2col, GEMM and epilogue per image inside one prange loop.
   (each block packs only its own slices of A and B), the blocks added in order.
 """
 
+import os
 import threading
 
 import numba
@@ -30,7 +31,19 @@ from .. import _blas
 from ._common import fetch_add
 
 _PART_FLOPS = 1 << 22  # at least ~4 MFLOP per block, else fewer blocks
-_MAX_PARTS = 4
+
+
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# the rules of kernels/_gemm.pxi: at most 2 row/column blocks below 4 usable cores (fixed at
+# import, never from the thread setting), inner-dimension blocks from K >= 512
+_MAX_PARTS = 4 if _cores() >= 4 else 2
+_KSPLIT_MIN_K = 512
 
 
 def sgemm_pointer() -> int:
@@ -136,9 +149,9 @@ def _parts_parallel(fn, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, pa
 
 def _nksplit(M, N, K):
     """Blocks of the inner dimension: the rule of kernels/_gemm.pxi's _gemm_nksplit."""
-    if K < 2048 or K < 8 * max(M, N) or M * N > 65536 or 2.0 * M * N * K < 4.0 * _PART_FLOPS:
+    if K < _KSPLIT_MIN_K or M * N > 65536 or 2.0 * M * N * K < 4.0 * _PART_FLOPS:
         return 1
-    return 4 if K >= 8192 else 2
+    return 4 if K >= 8192 and _MAX_PARTS >= 4 else 2
 
 
 @njit(cache=True, nogil=True)
