@@ -326,9 +326,9 @@ FNN_CP_T static void fnn_cp_dw_avx2(const float* dy, const float* xp, const fnn_
    padded channel plane into os. wb, ob: PHW uint32 of scratch. Returns the number of argmax
    entries outside their own window. Unsigned arithmetic: any int32 argmax wraps to a defined
    value, and one outside the window fails the test. */
-static Py_ssize_t fnn_cp_sparse_prepare(const float* dp, const float* p, const int32_t* am,
-                                        const fnn_cp_geom* g, float* gs, int32_t* os,
-                                        uint32_t* wb, uint32_t* ob) {
+FNN_INLINE Py_ssize_t fnn_cp_sparse_prepare(const float* dp, const float* p, const int32_t* am,
+                                            const fnn_cp_geom* g, float* gs, int32_t* os,
+                                            uint32_t* wb, uint32_t* ob) {
     const uint32_t OW = (uint32_t)g->OW, step = (uint32_t)(g->Wp - g->OW);
     Py_ssize_t PHW = (Py_ssize_t)g->PH * g->PW;
     uint32_t bad = 0;
@@ -556,6 +556,20 @@ FNN_INLINE void fnn_cp_db(const float* dp, const float* p, const fnn_cp_geom* g,
     }
 }
 
+/* The same sums from g itself (gs: g per pooled output, filter-major): the same bits. */
+FNN_INLINE void fnn_cp_db_from_g(const float* gs, const fnn_cp_geom* g, float* db) {
+    Py_ssize_t PHW = (Py_ssize_t)g->PH * g->PW, full = PHW / 8 * 8;
+    for (int f = 0; f < g->F; f++) {
+        const float* d = gs + f * PHW;
+        float lanes[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        for (Py_ssize_t k = 0; k < full; k += 8, d += 8)
+            for (int l = 0; l < 8; l++) lanes[l] += d[l];
+        float s = FNN_TREE8(lanes);
+        for (Py_ssize_t k = full; k < PHW; k++, d++) s += d[0];
+        db[f] += s;
+    }
+}
+
 /* Backward of one image into the partials dW (F, K) and db (F), which it adds to. xp, dy:
    scratch of fnn_cp_image_floats and F*OH*OW floats. Returns the number of argmax entries
    outside [0, OH*OW) (nothing is added then). The sparse dW where it is exact (AVX2 CPUs, kw <= 8,
@@ -572,7 +586,7 @@ FNN_CLONES static Py_ssize_t fnn_cp_backward_image(const float* x, const float* 
         int32_t* os = (int32_t*)(dy + g->F * PHW);
         uint32_t* wb = (uint32_t*)(dy + 2 * g->F * PHW);
         if (fnn_cp_sparse_prepare(dp, p, am, g, gs, os, wb, wb + PHW) == 0) {
-            fnn_cp_db(dp, p, g, db);
+            fnn_cp_db_from_g(gs, g, db);
             fnn_cp_dw_sparse_avx2(gs, os, xp, g, dW);
             return 0;
         }
