@@ -28,8 +28,8 @@ cdef extern from "fnn_winograd.h" nogil:
                              int pad, float* dx)
     void fnn_wg_weights(const float* W, Py_ssize_t F, Py_ssize_t C, float* U)
     void fnn_wg_weights_grad(const float* dU, Py_ssize_t F, Py_ssize_t C, float* dW)
-    void fnn_wg_transpose(const float* src, Py_ssize_t lds, float* dst, Py_ssize_t ldd,
-                          Py_ssize_t rows, Py_ssize_t cols)
+    void fnn_transpose(const float* src, Py_ssize_t lds, float* dst, Py_ssize_t ldd,
+                       Py_ssize_t rows, Py_ssize_t cols)
 
 cdef enum:
     _WG_TILES = 100     # tiles per block (GEMM width) to aim for
@@ -112,7 +112,7 @@ cdef void _wg_keep_block(const float* Vs, Py_ssize_t C, Py_ssize_t T, float* Vt)
     # dU[p] = dM[p] @ Vt[p] reads (a plain GEMM runs ~1.5x faster than one with op(B) = B.T).
     cdef int p
     for p in range(16):
-        fnn_wg_transpose(Vs + p * C * T, T, Vt + p * T * C, C, C, T)
+        fnn_transpose(Vs + p * C * T, T, Vt + p * T * C, C, C, T)
 
 
 cdef void _wg_fwd_block(const float* x, const float* b, _Wg* g, Py_ssize_t blk, const float* U,
