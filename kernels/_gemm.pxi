@@ -50,16 +50,18 @@ def _cores():
 cdef int _max_parts = _GEMM_MAX_PARTS if _cores() >= 4 else 2
 # Inner-dimension blocks from K >= 512 (with a small output): 2-7% faster dense steps than
 # row/column blocks (measured interleaved, mlp_step and dense_fb, 2 cores).
-cdef Py_ssize_t _ksplit_min_k = 512, _ksplit_ratio = 0
+cdef Py_ssize_t _ksplit_min_k = 512, _ksplit_ratio = 0, _ksplit_max_out = 65536
 
 
-def _set_gemm_split(int max_parts, Py_ssize_t ksplit_min_k, Py_ssize_t ksplit_ratio):
+def _set_gemm_split(int max_parts, Py_ssize_t ksplit_min_k, Py_ssize_t ksplit_ratio,
+                    Py_ssize_t ksplit_max_out=65536):
     """Set the block rules (max row/column blocks; the smallest inner dimension, and its ratio
     to the output's larger side, that splits the inner dimension); returns the old ones. For
     measurements: the defaults are the measured choice."""
-    global _max_parts, _ksplit_min_k, _ksplit_ratio
-    old = (_max_parts, _ksplit_min_k, _ksplit_ratio)
+    global _max_parts, _ksplit_min_k, _ksplit_ratio, _ksplit_max_out
+    old = (_max_parts, _ksplit_min_k, _ksplit_ratio, _ksplit_max_out)
     _max_parts, _ksplit_min_k, _ksplit_ratio = max(1, max_parts), ksplit_min_k, ksplit_ratio
+    _ksplit_max_out = ksplit_max_out
     return old
 
 
@@ -120,7 +122,7 @@ cdef inline int _gemm_nksplit(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept
     # own slices of A and B, where row or column blocks would each pack the whole shared operand
     # again (measured at one thread: 1.23 ms as two row blocks, 0.95 ms as one call). From the
     # shape alone.
-    if K < _ksplit_min_k or K < _ksplit_ratio * (M if M >= N else N) or M * N > 65536:
+    if K < _ksplit_min_k or K < _ksplit_ratio * (M if M >= N else N) or M * N > _ksplit_max_out:
         return 1
     if 2.0 * M * N * K < 4.0 * _GEMM_PART_FLOPS:
         return 1
@@ -148,7 +150,7 @@ cdef bint _gemm_ksplit(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t 
     # there is no memory for the partial products (the caller then splits rows or columns).
     cdef float* P = <float*>malloc((parts - 1) * M * N * sizeof(float))
     cdef int part
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t i
     if P == NULL:
         return False
     if _nthreads > 1:
@@ -157,12 +159,24 @@ cdef bint _gemm_ksplit(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t 
     else:
         for part in range(parts):
             _gemm_kpart(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, P, part, parts)
-    for part in range(1, parts):
+    if _nthreads > 1 and M > 1 and M * N >= PARALLEL_MIN_WORK:
+        for i in prange(M, schedule="static", num_threads=_nthreads):
+            _ksum_row(C + i * ldc, P + i * N, M * N, N, parts)
+    else:
         for i in range(M):
-            for j in range(N):
-                C[i * ldc + j] += P[((part - 1) * M + i) * N + j]
+            _ksum_row(C + i * ldc, P + i * N, M * N, N, parts)
     free(P)
     return True
+
+
+cdef inline void _ksum_row(float* c, const float* p, Py_ssize_t stride, Py_ssize_t N,
+                           int parts) noexcept nogil:
+    # one row of C += the partial products of blocks 1, 2, ... in order
+    cdef int part
+    cdef Py_ssize_t j
+    for part in range(1, parts):
+        for j in range(N):
+            c[j] += p[(part - 1) * stride + j]
 
 
 cdef void _gemm_parts(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, float alpha,
