@@ -123,7 +123,18 @@ cdef inline bint _dx_by_transpose(Py_ssize_t N, Py_ssize_t K, Py_ssize_t M) noex
     # operand) 13-26% slower than W @ dy.T (measured at one thread: (64, 784, 256) 333 vs 263 us,
     # (100, 4320, 100) 1007 vs 892, (64, 3136, 128) 662 vs 527; a tie from batch 256, and for
     # M = 10): there dx is computed transposed and transposed back (a few us). Shape only.
-    return N <= 128 and M >= 64 and K >= 2 * N and 2.0 * N * K * M >= _GEMM_PART_FLOPS
+    return N <= _dx_t_max_n and M >= 64 and K >= 2 * N and 2.0 * N * K * M >= _GEMM_PART_FLOPS
+
+
+cdef Py_ssize_t _dx_t_max_n = 128
+
+
+def _set_dx_transposed_max(Py_ssize_t n):
+    """The largest batch whose dx runs transposed (measurements); returns the old one."""
+    global _dx_t_max_n
+    old = _dx_t_max_n
+    _dx_t_max_n = n
+    return old
 
 
 cdef void _transpose_rows(const float* src, Py_ssize_t rows, Py_ssize_t cols,

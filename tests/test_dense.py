@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import assert_grad_close, numerical_grad, randn
+from conftest import _require, assert_grad_close, numerical_grad, randn
 
 from fastnn import backend
 from fastnn import kernels as K
@@ -68,3 +68,24 @@ def test_compiled_dense_equals_reference(compiled_backend, rng):
         want = [K.dense_forward(x, W, b, "relu"), *K.dense_backward(dy, x, W)]
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(64, 784, 256), (100, 4320, 100)])
+def test_cython_dx_transposed_path_equals_the_direct_product(shape, rng):
+    # batches up to 128 compute dx as (W @ dy.T).T (faster in OpenBLAS); the direct product and
+    # the inner-dimension GEMM split must agree with it (and with float64) whichever path runs
+    _require("cython")
+    from fastnn._cython import dense as D
+
+    n, k, m = shape
+    x, W, dy = randn(rng, n, k), randn(rng, k, m), randn(rng, n, m)
+    with backend.using("cython"):
+        dx_t = K.dense_backward(dy, x, W)[0].copy()
+        old = D._set_dx_transposed_max(0)
+        try:
+            dx = K.dense_backward(dy, x, W)[0].copy()
+        finally:
+            D._set_dx_transposed_max(old)
+    want = dy.astype(np.float64) @ W.T.astype(np.float64)
+    np.testing.assert_allclose(dx_t, want, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(dx, dx_t, rtol=1e-5, atol=1e-4)
