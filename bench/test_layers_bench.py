@@ -1,4 +1,5 @@
-"""Layers, forward and backward: dense, the two convolutions of the MNIST CNN, max pooling."""
+"""Layers, forward and backward: dense, the two convolutions of the MNIST CNN, the textbook
+network's fused first block (conv, ReLU, max pooling), max pooling."""
 
 import pytest
 from _workloads import params
@@ -16,6 +17,11 @@ def test_conv1_fb(bench_workload, workload, impl):
 
 @pytest.mark.parametrize("workload,impl", params("conv2_fb"))
 def test_conv2_fb(bench_workload, workload, impl):
+    bench_workload(workload, impl)
+
+
+@pytest.mark.parametrize("workload,impl", params("convpool_fb"))
+def test_convpool_fb(bench_workload, workload, impl):
     bench_workload(workload, impl)
 
 

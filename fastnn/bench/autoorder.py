@@ -20,6 +20,7 @@ GROUPS = {
     "dense_fb": ("dense_forward", "dense_backward", "bias_add_act"),
     "conv1_fb": ("conv2d_forward", "conv2d_backward", "im2col", "col2im"),
     "conv2_fb": ("conv2d_forward", "conv2d_backward", "im2col", "col2im"),
+    "convpool_fb": ("conv2d_relu_pool_forward", "conv2d_relu_pool_backward"),
     "maxpool_fb": ("maxpool2d_forward", "maxpool2d_backward"),
     "softmax_ce_fb": ("softmax_cross_entropy", "softmax"),
     "sigmoid_fb": ("sigmoid", "sigmoid_backward", "relu", "relu_backward", "tanh",

@@ -102,6 +102,31 @@ def conv_torch(n, c, hw, f, k, pad) -> Case:
     return torch_fb_case(lambda: F.conv2d(xt, Wt, bt, padding=pad), (xt, Wt, bt), _t(dy))
 
 
+def _convpool_inputs(n, c, hw, f, k):
+    rng = np.random.default_rng(5)
+    ph = (hw - k + 1) // 2
+    return (rng.random((n, c, hw, hw), dtype=np.float32),
+            _randn(rng, f, c, k, k) * np.float32((c * k * k) ** -0.5), _randn(rng, f) * 0.1,
+            _randn(rng, n, f, ph, ph))
+
+
+def convpool_fastnn(n, c, hw, f, k) -> Case:
+    x, W, b, dp = _convpool_inputs(n, c, hw, f, k)
+
+    def step(ws):
+        p, argmax = K.conv2d_relu_pool_forward(x, W, b, 0, ws=ws)
+        return (p, *K.conv2d_relu_pool_backward(dp, p, argmax, x, W, 0, ws=ws))
+
+    return fastnn_case(step)
+
+
+def convpool_torch(n, c, hw, f, k) -> Case:
+    x, W, b, dp = _convpool_inputs(n, c, hw, f, k)
+    F = torch_module().nn.functional
+    xt, Wt, bt = _t(x), _t(W, True), _t(b, True)  # a first layer: no dx
+    return torch_fb_case(lambda: F.max_pool2d(F.relu(F.conv2d(xt, Wt, bt)), 2), (Wt, bt), _t(dp))
+
+
 def _pool_inputs(shape):
     rng = np.random.default_rng(3)
     n, c, h, w = shape

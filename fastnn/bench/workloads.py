@@ -16,6 +16,8 @@ from .cases import (
     cnn_model,
     conv_fastnn,
     conv_torch,
+    convpool_fastnn,
+    convpool_torch,
     dense_fastnn,
     dense_torch,
     maxpool_fastnn,
@@ -93,6 +95,14 @@ def _registry() -> list[Workload]:
                           {"torch": _p(conv_torch, n, c, hw, f, 3, 1)},
                           flops=6.0 * n * hw * hw * c * 9 * f, bytes=f32 * io, quick=quick,
                           key=f"{c}to{f}"))
+    n, c, hw, f, k = 100, 1, 28, 30, 5  # the textbook SimpleConvNet's first block
+    ohw, phw = (hw - k + 1) ** 2, ((hw - k + 1) // 2) ** 2
+    W.append(Workload("convpool_fb", f"{n}x{c}x{hw}x{hw}, {c}->{f} {k}x{k}, relu, pool 2",
+                      _p(convpool_fastnn, n, c, hw, f, k),
+                      {"torch": _p(convpool_torch, n, c, hw, f, k)},
+                      flops=4.0 * n * ohw * c * k * k * f,  # forward and dW; no dx
+                      bytes=f32 * (n * c * hw * hw + 3 * n * f * phw + 2 * f * c * k * k),
+                      quick=True, key="textbook"))
     shape = (64, 32, 28, 28)
     x_elems = int(np.prod(shape))
     W.append(Workload("maxpool_fb", "64x32x28x28, 2x2 stride 2", _p(maxpool_fastnn, shape),
@@ -124,8 +134,8 @@ def _registry() -> list[Workload]:
     return W
 
 
-NAMES = ("dense_fb", "conv1_fb", "conv2_fb", "maxpool_fb", "softmax_ce_fb", "sigmoid_fb",
-         "adam_step", "mlp_step", "cnn_step", "textbook_cnn_step", "cold_start")
+NAMES = ("dense_fb", "conv1_fb", "conv2_fb", "convpool_fb", "maxpool_fb", "softmax_ce_fb",
+         "sigmoid_fb", "adam_step", "mlp_step", "cnn_step", "textbook_cnn_step", "cold_start")
 
 
 @functools.lru_cache(maxsize=1)
