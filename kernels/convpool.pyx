@@ -14,6 +14,7 @@ cdef extern from "fnn_convpool.h" nogil:
     ctypedef struct fnn_cp_geom:
         int C, H, W, F, kh, kw, pad, OH, OW, PH, PW, Hp, Wp, OWv
     enum: FNN_CP_FB
+    int fnn_cp_portable
     void fnn_cp_geometry(int C, int H, int W, int F, int kh, int kw, int pad, fnn_cp_geom* g)
     Py_ssize_t fnn_cp_image_floats(const fnn_cp_geom* g)
     void fnn_cp_pack_weights(const float* w, int F, int K, float* wt)
@@ -25,6 +26,15 @@ cdef extern from "fnn_convpool.h" nogil:
 
 cdef enum:
     _CHUNK = 4  # images per backward task (fixed: the partial sums' grouping)
+
+
+def _set_portable(bint on):
+    """Run the portable loops instead of the AVX2 + FMA ones (True), for tests: the loops CPUs
+    without AVX2 run. Returns the old setting."""
+    global fnn_cp_portable
+    old = bool(fnn_cp_portable)
+    fnn_cp_portable = 1 if on else 0
+    return old
 
 
 cdef int _threads_for(Py_ssize_t tasks, Py_ssize_t work) noexcept nogil:

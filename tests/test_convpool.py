@@ -255,3 +255,35 @@ def test_backward_through_the_block_gives_dx_and_passes_gradcheck(backend_name):
     rng = np.random.default_rng(0)  # data whose pooling windows have no near-ties (eps 1e-3)
     xs, ys = rng.standard_normal((3, 2, 6, 6)).astype(np.float32), rng.integers(0, 4, 3)
     assert gradcheck(small, xs, ys, loss=SoftmaxCrossEntropy(), num_checks=20) < 1e-2
+
+
+@pytest.mark.parametrize("geom", GEOMS)
+def test_cython_portable_loops_equal_the_vector_ones(geom, rng):
+    # CPUs without AVX2 + FMA run the portable loops: the same forward bits (the same FMA chain
+    # per output), the weight gradients within rounding (the dense correlation, not the sparse
+    # sums), and exact on integer data
+    _require("cython")
+    from fastnn._cython import convpool as C
+
+    for integer in (True, False):
+        x, W, b = _data(rng, geom, integer=integer)
+        dp = rng.integers(-3, 4, _pooled(geom)).astype(np.float32)
+        outs = []
+        with backend.using("cython"):
+            for portable in (False, True):
+                old = C._set_portable(portable)
+                try:
+                    p, am = (a.copy() for a in K.conv2d_relu_pool_forward(x, W, b, geom[-1]))
+                    dW, db = (a.copy() for a in K.conv2d_relu_pool_backward(dp, p, am, x, W,
+                                                                             geom[-1]))
+                finally:
+                    C._set_portable(old)
+                outs.append((p, am, dW, db))
+        (p0, a0, dW0, db0), (p1, a1, dW1, db1) = outs
+        np.testing.assert_array_equal(p1, p0)
+        np.testing.assert_array_equal(a1, a0)
+        np.testing.assert_array_equal(db1, db0)
+        if integer:
+            np.testing.assert_array_equal(dW1, dW0)
+        else:
+            np.testing.assert_allclose(dW1, dW0, rtol=1e-4, atol=1e-4)
