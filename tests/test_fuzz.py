@@ -180,6 +180,47 @@ def test_im2col_col2im(name, shape, seed, profile):
           col2im64(np.abs(g), x.shape, kh, kw, s, p), gemm_rtol(overlaps), "col2im")
 
 
+# the fused first block Conv2D (stride 1) -> ReLU -> MaxPool2D(2): small integer data, so every
+# sum is exact in float32 and the compiled kernels must equal the reference bit for bit (values,
+# argmax ties, weight gradients), whatever the shape: kernel widths past one vector (the dense
+# backward), rows shorter than a vector, odd outputs, several channels, and bad argmax entries
+convpool_shapes = st.tuples(st.integers(1, 6), st.integers(1, 3), st.integers(2, 30),
+                            st.integers(2, 30), st.integers(1, 13), st.integers(1, 9),
+                            st.integers(1, 9), st.integers(0, 3))
+
+
+@backends
+@FUZZ
+@given(shape=convpool_shapes, seed=seeds, bad=st.sampled_from([None, -1, "end", "window"]))
+def test_conv2d_relu_pool(name, shape, seed, bad):
+    n, c, h, w, f, kh, kw, p = shape
+    oh, ow = h + 2 * p - kh + 1, w + 2 * p - kw + 1
+    if oh < 2 or ow < 2:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, (n, c, h, w)).astype(f32)
+    W = rng.integers(-2, 3, (f, c, kh, kw)).astype(f32)
+    b = rng.integers(-2, 3, f).astype(f32)
+    dp = rng.integers(-3, 4, (n, f, oh // 2, ow // 2)).astype(f32)
+    with backend.using("numpy"):
+        p0, a0 = (a.copy() for a in K.conv2d_relu_pool_forward(x, W, b, p))
+    with start(name):
+        p1, a1 = (a.copy() for a in K.conv2d_relu_pool_forward(x, W, b, p))
+        np.testing.assert_array_equal(p1, p0)
+        np.testing.assert_array_equal(a1, a0)
+        if bad is not None:  # -1, one past the plane, or another window's (valid) position
+            a0[-1, -1, -1, -1] = {-1: -1, "end": oh * ow, "window": 0}[bad]
+        if bad in (-1, "end"):
+            with pytest.raises(ValueError, match="argmax"):
+                K.conv2d_relu_pool_backward(dp, p0, a0, x, W, p)
+            return
+        dW, db = K.conv2d_relu_pool_backward(dp, p0, a0, x, W, p)
+    with backend.using("numpy"):
+        dW0, db0 = K.conv2d_relu_pool_backward(dp, p0, a0, x, W, p)
+    np.testing.assert_array_equal(dW, dW0)
+    np.testing.assert_array_equal(db, db0)
+
+
 # the compiled backends' Winograd path: 3x3, stride 1, >= 8 input and output channels
 winograd_shapes = st.tuples(st.integers(1, 3), st.integers(8, 12), st.integers(1, 20),
                             st.integers(1, 20), st.integers(8, 12), st.just(3), st.just(3),
