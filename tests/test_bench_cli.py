@@ -97,3 +97,14 @@ def test_add_parser_plugs_into_subparsers():
     assert args.json == "out.json" and args.compare is None
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
         parser.parse_args(["bench", "--threads", "0"])
+
+
+def test_the_header_shows_the_sgemm_rate_at_the_end_and_warns_of_a_slowdown(saved):
+    from fastnn.bench import report
+
+    code, out, _, path = saved
+    assert code == 0 and "at the end)" in out
+    result = json.loads(path.read_text())
+    assert result["machine"]["sgemm_gflops_end"] > 0
+    result["machine"]["sgemm_gflops_end"] = 0.5 * result["machine"]["sgemm_gflops"]
+    assert "the machine slowed during the run" in report.format_table(result)

@@ -10,6 +10,20 @@ import textwrap
 from .impls import FASTNN_IMPLS, TORCH_IMPLS
 
 
+def _end_sgemm(m) -> str:
+    end = m.get("sgemm_gflops_end")
+    return "" if end is None else f"; {end:.1f} at the end"
+
+
+def _drift_note(m) -> list[str]:
+    """A warning when the machine's sgemm rate fell by more than 10% during the run."""
+    end, start = m.get("sgemm_gflops_end"), m["sgemm_gflops"]
+    if end is None or end >= 0.9 * start:
+        return []
+    return [f"the machine slowed during the run (sgemm {start:.0f} -> {end:.0f} GFLOP/s): rows "
+            "measured late may be slow too; rerun them alone (--workloads NAME)"]
+
+
 def _fmt_us(v) -> str:
     if v is None:
         return "-"
@@ -50,8 +64,9 @@ def format_table(result: dict) -> str:
     notes = [
         f"fastnn bench: {m['cpu']}, {result['settings']['threads']} threads "
         f"({', '.join(f'{k} {v}' for k, v in threads.items())}), sgemm {m['sgemm_gflops']:.1f} "
-        f"GFLOP/s ({m['sgemm_n']}²), memory {m['bandwidth_gbs']:.1f} GB/s (a += b), load average "
-        f"{m['loadavg_start']:.2f} -> {m.get('loadavg_end', 0):.2f}",
+        f"GFLOP/s ({m['sgemm_n']}²{_end_sgemm(m)}), memory {m['bandwidth_gbs']:.1f} GB/s "
+        f"(a += b), load average {m['loadavg_start']:.2f} -> {m.get('loadavg_end', 0):.2f}",
+        *_drift_note(m),
         "blas: " + "; ".join(f"{b['internal_api']} {b['version'] or ''} threads="
                              f"{b['num_threads']} ({b['library']})" for b in m["blas"]),
         "env: " + (" ".join(f"{k}={v}" for k, v in m["env"].items()) or "(none)"),

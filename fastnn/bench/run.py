@@ -113,6 +113,8 @@ def run_benchmarks(names=None, impls=None, quick=False, threads=2, repeat=None,
             if impl in wanted and not unavailable_reason(impl):
                 log(f"peak RSS, 50 cnn_step iterations: {impl}")
                 machine["peak_rss_mb"][impl] = peak_rss_mb(impl, threads)
+    # the same measurement again: a machine that drifted during the run shows here
+    machine["sgemm_gflops_end"] = measure_sgemm(n)
     machine["loadavg_end"] = os.getloadavg()[0]
     settings = {"quick": quick, "threads": threads, "repeat": repeat, "min_time": min_time,
                 "workloads": names, "impls": impls, "stat": stat, "timer": "time.perf_counter"}
