@@ -32,6 +32,21 @@ def child_env(**extra) -> dict:
     return env
 
 
+def run_across_threads(script: str, name: str):
+    """Run `script` (python -c, argv[1] = backend name) in a fresh process whose Numba pool can
+    have 3 threads (NUMBA_NUM_THREADS caps it at import), for tests that compare a kernel's bits
+    on 1, 2 and 3 threads; returns the CompletedProcess after checking it exited 0."""
+    import subprocess
+    import sys
+
+    env = child_env(NUMBA_NUM_THREADS="3")
+    env.pop("FASTNN_NUM_THREADS", None)
+    res = subprocess.run([sys.executable, "-c", script, name], capture_output=True, text=True,
+                         env=env, timeout=300, cwd=CHILD_CWD)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
 def _require(name: str) -> None:
     if name in backend.available():
         return

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import CHILD_CWD, _require, child_env
+from conftest import CHILD_CWD, _require, child_env, run_across_threads
 
 from fastnn import _blas, backend
 from fastnn import kernels as K
@@ -158,11 +158,7 @@ def test_gemm_split_does_not_depend_on_the_thread_count(name):
     # count, and its result for an element can change with the block it lands in.) In a fresh
     # process, so that Numba's pool can have 3 threads (NUMBA_NUM_THREADS caps it at import).
     _require(name)
-    env = child_env(NUMBA_NUM_THREADS="3")
-    env.pop("FASTNN_NUM_THREADS", None)
-    res = subprocess.run([sys.executable, "-c", _SPLIT, name], capture_output=True, text=True,
-                         env=env, timeout=300, cwd=CHILD_CWD)
-    assert res.returncode == 0, res.stderr
+    res = run_across_threads(_SPLIT, name)
     if res.stdout.strip() == "skip":
         pytest.skip("no direct BLAS here")
     assert res.stdout.strip() == "ok"

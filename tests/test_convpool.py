@@ -3,12 +3,9 @@ reference composition, bad input, thread independence, and the Sequential that r
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-from conftest import CHILD_CWD, _require, child_env
+from conftest import _require, run_across_threads
 
 from fastnn import backend, gradcheck
 from fastnn import kernels as K
@@ -191,12 +188,7 @@ print("ok")
 @pytest.mark.parametrize("name", ["cython", "numba"])
 def test_bits_never_depend_on_the_thread_count(name):
     _require(name)
-    env = child_env(NUMBA_NUM_THREADS="3")
-    env.pop("FASTNN_NUM_THREADS", None)
-    res = subprocess.run([sys.executable, "-c", _THREADS, name], capture_output=True, text=True,
-                         env=env, timeout=300, cwd=CHILD_CWD)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "ok"
+    assert run_across_threads(_THREADS, name).stdout.strip() == "ok"
 
 
 def _net(first=True, seed=0):
