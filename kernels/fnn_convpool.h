@@ -215,6 +215,51 @@ FNN_CP_T static inline void fnn_cp_pool8(__m256 r0, __m256 r1, float bf, int32_t
     }
 }
 
+/* The epilogue of two filters' blocks at once (rows a, c of A and B, bias added), when none of
+   their values is NaN: the merges above without the NaN terms, the horizontal one on both filters
+   in one vector ([A q0 q1, B q0 q1 | A q2 q3, B q2 q3], then reordered). */
+FNN_CP_T static inline void fnn_cp_pool8_pair(__m256 aA, __m256 cA, __m256 aB, __m256 cB,
+                                              __m256i kbase, __m256i owv, int nq, float* pA,
+                                              int32_t* amA, float* pB, int32_t* amB, int two) {
+    __m256 dA = _mm256_cmp_ps(cA, aA, _CMP_GT_OQ), dB = _mm256_cmp_ps(cB, aB, _CMP_GT_OQ);
+    __m256 vA = _mm256_blendv_ps(aA, cA, dA), vB = _mm256_blendv_ps(aB, cB, dB);
+    __m256 kA = _mm256_castsi256_ps(_mm256_add_epi32(kbase,
+                                                     _mm256_and_si256(_mm256_castps_si256(dA), owv)));
+    __m256 kB = _mm256_castsi256_ps(_mm256_add_epi32(kbase,
+                                                     _mm256_and_si256(_mm256_castps_si256(dB), owv)));
+    __m256 vl = _mm256_shuffle_ps(vA, vB, 0x88), vr = _mm256_shuffle_ps(vA, vB, 0xDD);
+    __m256 kl = _mm256_shuffle_ps(kA, kB, 0x88), kr = _mm256_shuffle_ps(kA, kB, 0xDD);
+    __m256 earlier = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_castps_si256(kl),
+                                                            _mm256_castps_si256(kr)));
+    __m256 right = _mm256_or_ps(_mm256_cmp_ps(vr, vl, _CMP_GT_OQ),
+                                _mm256_and_ps(_mm256_cmp_ps(vr, vl, _CMP_EQ_OQ), earlier));
+    __m256 best = _mm256_blendv_ps(vl, vr, right), bk = _mm256_blendv_ps(kl, kr, right);
+    best = _mm256_andnot_ps(_mm256_cmp_ps(best, _mm256_setzero_ps(), _CMP_LT_OQ), best);
+    best = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(best), 0xD8));
+    bk = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(bk), 0xD8));
+    if (nq == 4) {
+        _mm_storeu_ps(pA, _mm256_castps256_ps128(best));
+        _mm_storeu_ps((float*)amA, _mm256_castps256_ps128(bk));
+        if (two) {
+            _mm_storeu_ps(pB, _mm256_extractf128_ps(best, 1));
+            _mm_storeu_ps((float*)amB, _mm256_extractf128_ps(bk, 1));
+        }
+    } else {
+        float t[8];
+        int32_t u[8];
+        _mm256_storeu_ps(t, best);
+        _mm256_storeu_ps((float*)u, bk);
+        for (int q = 0; q < nq; q++) {
+            pA[q] = t[q];
+            amA[q] = u[q];
+            if (two) {
+                pB[q] = t[4 + q];
+                amB[q] = u[4 + q];
+            }
+        }
+    }
+}
+
 /* One block of nf (constant after inlining) filters x 2 rows x 8 columns, then its epilogue. */
 FNN_CP_T static inline __attribute__((always_inline)) void fnn_cp_fwd_block_avx2(
         const float* xp, const float* wt, int Fp, int f0, int ph, int ow0, const fnn_cp_geom* g,
@@ -239,9 +284,29 @@ FNN_CP_T static inline __attribute__((always_inline)) void fnn_cp_fwd_block_avx2
     int pw0 = ow0 / 2, nq = g->PW - pw0 < 4 ? g->PW - pw0 : 4;
     Py_ssize_t plane = (Py_ssize_t)g->PH * g->PW, o = (Py_ssize_t)ph * g->PW + pw0;
     int32_t k0 = (int32_t)(2 * ph) * g->OW + ow0;
-    FNN_CP_UNROLL for (int f = 0; f < nf; f++)
-        fnn_cp_pool8(acc[f][0], acc[f][1], b[f0 + f], k0, g->OW, nq, p + (f0 + f) * plane + o,
-                     am + (f0 + f) * plane + o);
+    __m256 nan = _mm256_setzero_ps();
+    FNN_CP_UNROLL for (int f = 0; f < nf; f++) {
+        __m256 bf = _mm256_set1_ps(b[f0 + f]);
+        acc[f][0] = _mm256_add_ps(acc[f][0], bf);
+        acc[f][1] = _mm256_add_ps(acc[f][1], bf);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(acc[f][0], acc[f][1], _CMP_UNORD_Q));
+    }
+    if (_mm256_movemask_ps(nan)) {  /* a NaN somewhere (x or W held inf/NaN): the full merges
+                                       (the bias is in: adding -0.0 changes no value) */
+        FNN_CP_UNROLL for (int f = 0; f < nf; f++)
+            fnn_cp_pool8(acc[f][0], acc[f][1], -0.0f, k0, g->OW, nq, p + (f0 + f) * plane + o,
+                         am + (f0 + f) * plane + o);
+        return;
+    }
+    __m256i kbase = _mm256_add_epi32(_mm256_set1_epi32(k0),
+                                     _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256i owv = _mm256_set1_epi32(g->OW);
+    FNN_CP_UNROLL for (int f = 0; f < nf; f += 2) {
+        int f1 = f + 1 < nf ? f + 1 : f;  /* an odd last filter pairs with itself */
+        fnn_cp_pool8_pair(acc[f][0], acc[f][1], acc[f1][0], acc[f1][1], kbase, owv, nq,
+                          p + (f0 + f) * plane + o, am + (f0 + f) * plane + o,
+                          p + (f0 + f1) * plane + o, am + (f0 + f1) * plane + o, f1 != f);
+    }
 }
 
 FNN_CP_T static void fnn_cp_forward_image_avx2(const float* xp, const float* wt, int Fp,

@@ -279,3 +279,21 @@ def test_cython_portable_loops_equal_the_vector_ones(geom, rng):
             np.testing.assert_array_equal(dW1, dW0)
         else:
             np.testing.assert_allclose(dW1, dW0, rtol=1e-4, atol=1e-4)
+
+
+def test_blocks_with_a_nan_keep_the_reference_bits_signed_zeros_included(backend_name, rng):
+    # integer data (exact sums) with one NaN and one inf: the blocks they reach take the full
+    # NaN-aware merges, the others the fast ones; every value, zero sign and argmax as the
+    # reference's
+    geom = (3, 1, 14, 14, 8, 3, 1)
+    x, W, b = _data(rng, geom, integer=True)
+    W[0] = -0.0  # filter 0: every product a signed zero
+    b[0] = -0.0
+    x[0, 0, 2, 3] = np.nan
+    x[2, 0, 9, 9] = np.inf
+    with backend.using("numpy"):
+        p0, a0 = (a.copy() for a in K.conv2d_relu_pool_forward(x, W, b, 1))
+    p, am = K.conv2d_relu_pool_forward(x, W, b, 1)
+    np.testing.assert_array_equal(p, p0)
+    np.testing.assert_array_equal(np.signbit(p), np.signbit(p0))
+    np.testing.assert_array_equal(am, a0)

@@ -35,6 +35,9 @@ from .pool import _take
 
 _U = np.uint64
 _FB = 4      # filters per pass (forward and backward)
+# A sum's start: +0, as BLAS's accumulators (and so the reference's GEMM) start; adding it changes
+# no value but the sign of a zero (a sum of -0 products is +0 there)
+_Z = np.float32(0.0)
 _CHUNK = 4   # images per partial dW / db in the backward pass (fixed: it defines the sums)
 
 
@@ -79,10 +82,10 @@ def _pass_k5(xp, xo, acc, L, w, wo, K, first):
         for k in range(L):
             x0, x1, x2 = xp[_U(xo + k)], xp[_U(xo + k + 1)], xp[_U(xo + k + 2)]
             x3, x4 = xp[_U(xo + k + 3)], xp[_U(xo + k + 4)]
-            acc[_U(k)] = a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3 + a4 * x4
-            acc[_U(L + k)] = b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3 + b4 * x4
-            acc[_U(2 * L + k)] = c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3 + c4 * x4
-            acc[_U(3 * L + k)] = d0 * x0 + d1 * x1 + d2 * x2 + d3 * x3 + d4 * x4
+            acc[_U(k)] = _Z + a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3 + a4 * x4
+            acc[_U(L + k)] = _Z + b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3 + b4 * x4
+            acc[_U(2 * L + k)] = _Z + c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3 + c4 * x4
+            acc[_U(3 * L + k)] = _Z + d0 * x0 + d1 * x1 + d2 * x2 + d3 * x3 + d4 * x4
     else:
         for k in range(L):
             x0, x1, x2 = xp[_U(xo + k)], xp[_U(xo + k + 1)], xp[_U(xo + k + 2)]
@@ -105,10 +108,10 @@ def _pass_k3(xp, xo, acc, L, w, wo, K, first):
     if first:
         for k in range(L):
             x0, x1, x2 = xp[_U(xo + k)], xp[_U(xo + k + 1)], xp[_U(xo + k + 2)]
-            acc[_U(k)] = a0 * x0 + a1 * x1 + a2 * x2
-            acc[_U(L + k)] = b0 * x0 + b1 * x1 + b2 * x2
-            acc[_U(2 * L + k)] = c0 * x0 + c1 * x1 + c2 * x2
-            acc[_U(3 * L + k)] = d0 * x0 + d1 * x1 + d2 * x2
+            acc[_U(k)] = _Z + a0 * x0 + a1 * x1 + a2 * x2
+            acc[_U(L + k)] = _Z + b0 * x0 + b1 * x1 + b2 * x2
+            acc[_U(2 * L + k)] = _Z + c0 * x0 + c1 * x1 + c2 * x2
+            acc[_U(3 * L + k)] = _Z + d0 * x0 + d1 * x1 + d2 * x2
     else:
         for k in range(L):
             x0, x1, x2 = xp[_U(xo + k)], xp[_U(xo + k + 1)], xp[_U(xo + k + 2)]
@@ -125,10 +128,10 @@ def _pass_k1(xp, xo, acc, L, w, wo, K, first):
     if first:
         for k in range(L):
             x = xp[_U(xo + k)]
-            acc[_U(k)] = a * x
-            acc[_U(L + k)] = b * x
-            acc[_U(2 * L + k)] = c * x
-            acc[_U(3 * L + k)] = d * x
+            acc[_U(k)] = _Z + a * x
+            acc[_U(L + k)] = _Z + b * x
+            acc[_U(2 * L + k)] = _Z + c * x
+            acc[_U(3 * L + k)] = _Z + d * x
     else:
         for k in range(L):
             x = xp[_U(xo + k)]
