@@ -91,6 +91,7 @@ def test_kernels_match_the_reference_on_random_data(backend_name, geom, rng):
     np.testing.assert_allclose(db, db0, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the oracle's NaN
 def test_nan_and_inf_propagate_as_in_the_reference(backend_name, rng):
     geom = (3, 1, 14, 14, 8, 5, 1)
     x, W, b = _data(rng, geom)
@@ -281,6 +282,7 @@ def test_cython_portable_loops_equal_the_vector_ones(geom, rng):
             np.testing.assert_allclose(dW1, dW0, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the oracle's NaN
 def test_blocks_with_a_nan_keep_the_reference_bits_signed_zeros_included(backend_name, rng):
     # integer data (exact sums) with one NaN and one inf: the blocks they reach take the full
     # NaN-aware merges, the others the fast ones; every value, zero sign and argmax as the
