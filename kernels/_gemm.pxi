@@ -50,18 +50,16 @@ def _cores():
 cdef int _max_parts = _GEMM_MAX_PARTS if _cores() >= 4 else 2
 # Inner-dimension blocks from K >= 512 (with a small output): 2-7% faster dense steps than
 # row/column blocks (measured interleaved, mlp_step and dense_fb, 2 cores).
-cdef Py_ssize_t _ksplit_min_k = 512, _ksplit_ratio = 0, _ksplit_max_out = 65536
+cdef Py_ssize_t _ksplit_min_k = 512, _ksplit_max_out = 65536
 
 
-def _set_gemm_split(int max_parts, Py_ssize_t ksplit_min_k, Py_ssize_t ksplit_ratio,
-                    Py_ssize_t ksplit_max_out=65536):
-    """Set the block rules (max row/column blocks; the smallest inner dimension, and its ratio
-    to the output's larger side, that splits the inner dimension); returns the old ones. For
-    measurements: the defaults are the measured choice."""
-    global _max_parts, _ksplit_min_k, _ksplit_ratio, _ksplit_max_out
-    old = (_max_parts, _ksplit_min_k, _ksplit_ratio, _ksplit_max_out)
-    _max_parts, _ksplit_min_k, _ksplit_ratio = max(1, max_parts), ksplit_min_k, ksplit_ratio
-    _ksplit_max_out = ksplit_max_out
+def _set_gemm_split(int max_parts, Py_ssize_t ksplit_min_k, Py_ssize_t ksplit_max_out=65536):
+    """Set the block rules (the most row/column blocks; the smallest inner dimension and the
+    largest output, M*N, that split the inner dimension); returns the old ones. For measurements:
+    the defaults are the measured choice."""
+    global _max_parts, _ksplit_min_k, _ksplit_max_out
+    old = (_max_parts, _ksplit_min_k, _ksplit_max_out)
+    _max_parts, _ksplit_min_k, _ksplit_max_out = max(1, max_parts), ksplit_min_k, ksplit_max_out
     return old
 
 
@@ -122,7 +120,7 @@ cdef inline int _gemm_nksplit(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept
     # own slices of A and B, where row or column blocks would each pack the whole shared operand
     # again (measured at one thread: 1.23 ms as two row blocks, 0.95 ms as one call). From the
     # shape alone.
-    if K < _ksplit_min_k or K < _ksplit_ratio * (M if M >= N else N) or M * N > _ksplit_max_out:
+    if K < _ksplit_min_k or M * N > _ksplit_max_out:
         return 1
     if 2.0 * M * N * K < 4.0 * _GEMM_PART_FLOPS:
         return 1

@@ -89,3 +89,26 @@ def test_cython_dx_transposed_path_equals_the_direct_product(shape, rng):
     want = dy.astype(np.float64) @ W.T.astype(np.float64)
     np.testing.assert_allclose(dx_t, want, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(dx, dx_t, rtol=1e-5, atol=1e-4)
+
+
+def test_cython_gemm_split_rules_change_blocks_not_results(rng):
+    # the inner-dimension split (the default for (100, 4320) @ (4320, 100)) against row blocks
+    _require("cython")
+    from fastnn._cython import dense as D
+
+    x, W, b = randn(rng, 100, 4320), randn(rng, 4320, 100), randn(rng, 100)
+    dy = randn(rng, 100, 100)
+
+    def run():
+        return [K.dense_forward(x, W, b).copy(), *(a.copy() for a in K.dense_backward(dy, x, W))]
+
+    with backend.using("cython"):
+        split = run()
+        old = D._set_gemm_split(2, 1 << 40, 0)  # no inner-dimension blocks
+        try:
+            rows = run()
+        finally:
+            assert D._set_gemm_split(*old) == (2, 1 << 40, 0)
+    assert not np.array_equal(split[0], rows[0])  # the blocks really differed
+    for a, r in zip(split, rows, strict=True):
+        np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-3)
