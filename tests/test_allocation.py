@@ -151,8 +151,9 @@ def measure(call, n: int = CALLS) -> dict:
         call()
     _get_handler()  # built before tracing: it stays alive
     gc.collect()
-    tracemalloc.start()
+    tracemalloc.start(8)
     try:
+        before = tracemalloc.take_snapshot()  # alive (and unchanged) until the end: not growth
         start = tracemalloc.get_traced_memory()[0]
         with count_numpy_arrays() as arrays, count_numba_allocations() as numba:
             for _ in range(n):
@@ -160,14 +161,18 @@ def measure(call, n: int = CALLS) -> dict:
             numba_allocs, numba_kept = numba()
         gc.collect()
         growth = tracemalloc.get_traced_memory()[0] - start
+        top = [f"{d.size_diff:+} B, {d.count_diff:+} blocks, at\n" + "\n".join(d.traceback.format())
+               for d in tracemalloc.take_snapshot().compare_to(before, "traceback")[:3]
+               ] if growth >= GROWTH_LIMIT else []
     finally:
         tracemalloc.stop()
     return {"growth": growth, "numpy_arrays": arrays[0], "numba_allocs": numba_allocs,
-            "numba_kept": numba_kept}
+            "numba_kept": numba_kept, "top": top}
 
 
 def assert_allocation_free(r: dict) -> None:
-    assert r["growth"] < GROWTH_LIMIT, f"traced memory grew by {r['growth']} bytes"
+    assert r["growth"] < GROWTH_LIMIT, \
+        f"traced memory grew by {r['growth']} bytes; the largest growth:\n" + "\n".join(r["top"])
     assert r["numpy_arrays"] == 0, f"{r['numpy_arrays']} NumPy arrays above 1 KB allocated"
     assert r["numba_kept"] == 0, f"{r['numba_kept']} allocations by Numba kernels kept"
 

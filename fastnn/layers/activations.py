@@ -11,7 +11,10 @@ from .base import Layer
 
 
 class _Activation(Layer):
+    # Kernel names are class constants, never built per call: CPython's type-attribute cache keeps
+    # a reference to every new name string that getattr looks up (up to 4096 of them).
     kernel = ""
+    backward_kernel = ""
 
     def __init__(self) -> None:
         super().__init__()
@@ -24,16 +27,19 @@ class _Activation(Layer):
     def backward(self, dy):
         if self.fused == "pool":
             return dy
-        return getattr(K, self.kernel + "_backward")(dy, self.y, ws=self.ws)
+        return getattr(K, self.backward_kernel)(dy, self.y, ws=self.ws)
 
 
 class ReLU(_Activation):
     kernel = "relu"
+    backward_kernel = "relu_backward"
 
 
 class Sigmoid(_Activation):
     kernel = "sigmoid"
+    backward_kernel = "sigmoid_backward"
 
 
 class Tanh(_Activation):
     kernel = "tanh"
+    backward_kernel = "tanh_backward"
