@@ -506,6 +506,117 @@ def test_simple_convnet_loss_gradient_and_a_training_step():
     assert net.accuracy(x, t, batch_size=3) == np.mean(np.argmax(net.predict(x), 1) == t)
 
 
+def small_convnet(fuse, **conv):
+    np.random.seed(5)
+    net = dlfs.SimpleConvNet(input_dim=(1, 12, 12), conv_param={"filter_num": 4, "filter_size": 3,
+                                                                "pad": 1, "stride": 1, **conv},
+                             hidden_size=8, output_size=5, weight_init_std=0.3)
+    net.fuse = fuse
+    return net
+
+
+def integer_valued(net, x):
+    """Small integers in x and W1 (and b1): every convolution sum is exact in float32, so the
+    fused and the layer-by-layer first block agree to the bit, ties and zeros included."""
+    net.params["W1"][...] = np.random.randint(-2, 3, net.params["W1"].shape)
+    net.params["b1"][...] = np.random.randint(-2, 3, net.params["b1"].shape)
+    return np.random.randint(-3, 4, x.shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+def test_simple_convnet_fused_first_block_equals_the_layer_by_layer_run(backend_name, pad):
+    """SimpleConvNet runs Conv1 -> Relu1 -> Pool1 as one kernel: loss, gradients and every layer
+    attribute the book keeps (Relu1.out/mask, Pool1.x/arg_max/x_shape, Conv1.x/col) are those of
+    the layer-by-layer run (the book's)."""
+    nets = {fuse: small_convnet(fuse, pad=pad) for fuse in (True, False)}
+    x0, t = np.random.rand(6, 1, 12, 12).astype(np.float32), np.random.randint(0, 5, 6)
+    x = integer_valued(nets[True], x0)
+    integer_valued(nets[False], x0)  # not the same draws: copy the weights over
+    for k, v in nets[True].params.items():
+        nets[False].params[k][...] = v
+    loss = {f: n.loss(x, t) for f, n in nets.items()}
+    assert loss[True] == loss[False]
+    fused, plain = (nets[f].layers for f in (True, False))
+    assert fused["Conv1"]._fused is not None and plain["Conv1"]._fused is None
+    np.testing.assert_array_equal(fused["Pool1"].arg_max, plain["Pool1"].arg_max)
+    assert fused["Pool1"].x_shape == plain["Pool1"].x_shape
+    for name in ("out", "mask"):
+        np.testing.assert_array_equal(getattr(fused["Relu1"], name), getattr(plain["Relu1"], name))
+    np.testing.assert_array_equal(fused["Pool1"].x, plain["Relu1"].out)
+    np.testing.assert_array_equal(fused["Conv1"].col, plain["Conv1"].col)
+    grads = {f: n.gradient(x, t) for f, n in nets.items()}
+    for k in ("W2", "b2", "W3", "b3"):
+        np.testing.assert_array_equal(grads[True][k], grads[False][k], err_msg=k)
+    for k in ("W1", "b1"):  # sums of real-valued gradients, added in another order
+        close(grads[True][k], grads[False][k], rtol=1e-5, atol=1e-7)
+    # real-valued data: equal within float32 rounding (the fused kernel sums in another order)
+    x = np.random.rand(6, 1, 12, 12).astype(np.float32)
+    for k in ("W1", "b1"):
+        nets[True].params[k][...] = nets[False].params[k][...] = np.random.randn(
+            *nets[True].params[k].shape) * 0.3
+    assert abs(nets[True].loss(x, t) - nets[False].loss(x, t)) < 1e-5 * nets[False].loss(x, t)
+    grads = {f: n.gradient(x, t) for f, n in nets.items()}
+    for k in grads[False]:
+        close(grads[True][k], grads[False][k], rtol=1e-4, atol=1e-6)
+
+
+def test_after_a_fused_forward_the_layers_own_backward_still_works(backend_name):
+    """A reader who walks the layers back by hand after predict() gets the book's gradient: the
+    fused forward left the state each layer's backward reads."""
+    net, plain = small_convnet(True), small_convnet(False)
+    x0, t = np.random.rand(4, 1, 12, 12).astype(np.float32), np.random.randint(0, 5, 4)
+    x = integer_valued(net, x0)
+    for k, v in net.params.items():
+        plain.params[k][...] = v
+    want = plain.gradient(x, t)  # the book's way
+    net.loss(x, t)  # fused
+    dout = net.last_layer.backward(1)
+    for layer in reversed(list(net.layers.values())):
+        dout = layer.backward(dout)
+    assert dout.shape == x.shape
+    np.testing.assert_array_equal(net.layers["Conv1"].dW, want["W1"])
+    np.testing.assert_array_equal(net.layers["Conv1"].db, want["b1"])
+
+
+def test_switching_fuse_off_between_steps_never_mixes_states():
+    net = small_convnet(True)
+    x, t = np.random.rand(4, 1, 12, 12).astype(np.float32), np.random.randint(0, 5, 4)
+    fused = {k: v.copy() for k, v in net.gradient(x, t).items()}
+    net.fuse = False
+    plain = net.gradient(x, t)
+    assert net.layers["Conv1"]._fused is None
+    for k in fused:
+        close(plain[k], fused[k], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("fh, stride, pool", [(3, 2, (2, 2, 2)), (9, 1, (2, 2, 2)),
+                                              (3, 1, (3, 3, 3)), (3, 1, (2, 2, 1))])
+def test_blocks_the_kernel_does_not_run_go_layer_by_layer(fh, stride, pool):
+    """A strided convolution, C*FH*FW > 75 (9x9 = 81) or other pooling: layer by layer."""
+    from fastnn.dlfs._net import forward_all
+
+    W, b = np.random.randn(4, 1, fh, fh).astype(np.float32), np.zeros(4, np.float32)
+    layers = [L.Convolution(W, b, stride, 1), L.Relu(), L.Pooling(*pool)]
+    x = np.random.rand(2, 1, 12, 12).astype(np.float32)
+    y = forward_all(layers, x)
+    assert layers[0]._fused is None
+    np.testing.assert_array_equal(forward_all(layers, x, fuse=False), y)
+    fits = [L.Convolution(W[:, :, :3, :3].copy(), b, 1, 1), L.Relu(), L.Pooling(2, 2, 2)]
+    forward_all(fits, x)
+    assert fits[0]._fused is not None  # the control: this block does run fused
+
+
+def test_a_fused_first_block_rejects_bad_input_as_the_layers_do():
+    net = small_convnet(True)
+    with pytest.raises(ValueError, match="W: expected 3 input channels"):
+        net.predict(np.zeros((2, 3, 12, 12), np.float32))  # 3 channels, W1 has 1
+    with pytest.raises(ValueError, match="x: expected a 4-D array"):
+        net.predict(np.zeros((2, 12, 12), np.float32))
+    net.layers["Conv1"].pad = 0
+    with pytest.raises(ValueError, match="kernel size <= padded input size 2"):
+        net.predict(np.zeros((2, 1, 2, 2), np.float32))  # too small for the 3x3 kernel
+
+
 def test_multi_layer_net_weight_decay_and_init_kinds():
     for init, scale in (("relu", np.sqrt(2 / 5)), ("He", np.sqrt(2 / 5)),
                         ("sigmoid", np.sqrt(1 / 5)), ("xavier", np.sqrt(1 / 5)), (0.5, 0.5)):

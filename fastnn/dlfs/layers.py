@@ -15,6 +15,7 @@ import weakref
 import numpy as np
 
 from fastnn import kernels as _k
+from fastnn.kernels.conv import _conv_args
 
 from .functions import cross_entropy_error, softmax
 from .util import col2im, im2col
@@ -43,8 +44,20 @@ def _claim(ws, *names_shapes):
 
 class Relu:
     def __init__(self):
-        self.out = None
+        self._out = self._make_out = None
         self._ws = _k.Workspace()
+
+    @property
+    def out(self):
+        """The last output. After a fused Convolution -> Relu -> Pooling forward (see
+        conv_relu_pool_forward) it was never stored: it is computed here when someone looks."""
+        if self._make_out is not None:
+            self._out, self._make_out = self._make_out(), None
+        return self._out
+
+    @out.setter
+    def out(self, value):
+        self._out, self._make_out = value, None
 
     @property
     def mask(self):
@@ -228,14 +241,16 @@ class Convolution:
         self.dW = None
         self.db = None
         self._ws = _k.Workspace()
+        self._fused = None  # (x, p, argmax) of a fused forward (conv_relu_pool_forward)
 
     @property
     def col(self):
         """The book's im2col rows of the last input (the backend may keep its own layout of the
-        same columns between forward and backward: then they are computed here on request)."""
-        if self.x is None or "cols" not in self._ws:
+        same columns between forward and backward, and a fused forward keeps none: then they are
+        computed here on request)."""
+        if self.x is None:
             return None
-        if self._ws.tagged("cols") in (None, "rows"):
+        if self._fused is None and "cols" in self._ws and self._ws.tagged("cols") in (None, "rows"):
             return self._ws["cols"]
         FN, C, FH, FW = self.W.shape
         return _k.im2col(self.x, FH, FW, self.stride, self.pad)
@@ -245,11 +260,11 @@ class Convolution:
         return np.asarray(self.W).reshape(self.W.shape[0], -1).T
 
     def forward(self, x):
+        # shapes checked (clear messages) before any buffer is sized from them
+        *_, out_h, out_w = _conv_args(x, self.W, self.stride, self.pad)
         FN, C, FH, FW = self.W.shape
-        N, _, H, W = x.shape
-        out_h = 1 + (H + 2 * self.pad - FH) // self.stride
-        out_w = 1 + (W + 2 * self.pad - FW) // self.stride
-        self.x = x
+        N = x.shape[0]
+        self.x, self._fused = x, None
         _claim(self._ws, ("y", (N, FN, out_h, out_w)), ("cols", (N * out_h * out_w, C * FH * FW)))
         return _k.conv2d_forward(x, self.W, self.b, self.stride, self.pad, ws=self._ws)
 
@@ -261,9 +276,9 @@ class Convolution:
         _claim(self._ws, ("dW", self.W.shape), ("db", (self.W.shape[0],)))
         if need_dx:
             _claim(self._ws, ("dx", x.shape))
+        cols = self._ws["cols"] if self._fused is None else None  # None: computed again
         dx, self.dW, self.db = _k.conv2d_backward(dout, x, self.W, self.stride, self.pad,
-                                                  ws=self._ws, cols=self._ws["cols"],
-                                                  need_dx=need_dx)
+                                                  ws=self._ws, cols=cols, need_dx=need_dx)
         return dx
 
 
@@ -281,12 +296,23 @@ class Pooling:
         self.pad = pad
         self._x = None
         self.x_shape = None
-        self.arg_max = None
+        self._arg_max = self._make_arg_max = None
+        self._fused = None  # the Convolution's fused state when conv_relu_pool_forward ran
         self._ws = _k.Workspace()
 
     @property
     def x(self):
         return None if self._x is None else self._x()
+
+    @property
+    def arg_max(self):
+        if self._make_arg_max is not None:
+            self._arg_max, self._make_arg_max = self._make_arg_max(), None
+        return self._arg_max
+
+    @arg_max.setter
+    def arg_max(self, value):
+        self._arg_max, self._make_arg_max = value, None
 
     def _square(self):
         return self.pool_h == self.pool_w and self.pad == 0
@@ -294,6 +320,7 @@ class Pooling:
     def forward(self, x):
         self._x = weakref.ref(x) if isinstance(x, np.ndarray) else (lambda x=x: x)
         self.x_shape = N, C, H, W = x.shape
+        self._fused = None
         out_h = (H + 2 * self.pad - self.pool_h) // self.stride + 1
         out_w = (W + 2 * self.pad - self.pool_w) // self.stride + 1
         if self._square():
@@ -319,3 +346,70 @@ class Pooling:
         dmax[np.arange(self.arg_max.size), self.arg_max.reshape(-1)] = dout.reshape(-1)
         dcol = dmax.reshape(dout.shape[0] * dout.shape[1] * dout.shape[2], -1)
         return col2im(dcol, self.x_shape, self.pool_h, self.pool_w, self.stride, self.pad)
+
+
+# --- Convolution -> Relu -> Pooling(2x2, stride 2) as one kernel ---------------------------------
+
+def conv_relu_pool_fits(conv, relu, pool, x) -> bool:
+    """Whether conv_relu_pool_forward runs these layers on x: the book's first block of
+    SimpleConvNet and its like (a stride-1 convolution with C*FH*FW <= 75, where one direct
+    convolution beats im2col + GEMM, then 2x2 max pooling with stride 2)."""
+    if not (type(conv) is Convolution and type(relu) is Relu and type(pool) is Pooling):
+        return False
+    if np.ndim(conv.W) != 4 or np.ndim(x) != 4 or conv.stride != 1:
+        return False
+    FN, C, FH, FW = np.shape(conv.W)
+    out_h = x.shape[2] + 2 * conv.pad - FH + 1
+    out_w = x.shape[3] + 2 * conv.pad - FW + 1
+    return (x.shape[1] == C and C * FH * FW <= 75 and out_h >= 2 and out_w >= 2
+            and pool.pool_h == pool.pool_w == 2 and pool.stride == 2 and pool.pad == 0)
+
+
+def conv_relu_pool_forward(conv, relu, pool, x):
+    """pool.forward(relu.forward(conv.forward(x))) as one kernel
+    (fastnn.kernels.conv2d_relu_pool_forward: the convolution's output never reaches memory).
+    Each layer is left as its own forward would leave it: `conv.x` and `pool.x_shape` are set;
+    `relu.out`, `relu.mask`, `pool.x`, `pool.arg_max` and `conv.col` are computed when someone
+    looks. Backward: the network runs conv_relu_pool_backward; the layers' own backward methods
+    work too (the unfused gradient)."""
+    FN, C, FH, FW = conv.W.shape
+    N, _, H, W = x.shape
+    out_h, out_w = H + 2 * conv.pad - FH + 1, W + 2 * conv.pad - FW + 1
+    shape = (N, FN, out_h // 2, out_w // 2)
+    conv.x = x
+    _claim(conv._ws, ("p", shape), ("argmax", shape, np.int32))
+    p, argmax = _k.conv2d_relu_pool_forward(x, conv.W, conv.b, conv.pad, ws=conv._ws)
+    conv._fused = (x, p, argmax)
+    W0, b0, pad = np.array(conv.W, np.float32), np.array(conv.b, np.float32), conv.pad
+    relu._out = None
+    relu._make_out = lambda: _k.relu(_k.conv2d_forward(x, W0, b0, 1, pad))
+    pool._x = lambda: relu.out
+    pool.x_shape, pool._fused = (N, FN, out_h, out_w), conv._fused
+    pool._arg_max = None
+    pool._make_arg_max = lambda: _pool_arg_max(p, argmax, out_w)
+    return p
+
+
+def _pool_arg_max(p, argmax, conv_w):
+    """Pooling's arg_max from the fused kernel's: the kernel pools before the ReLU (max and ReLU
+    commute), so where a window's maximum is <= 0 it points at that maximum, while pooling the
+    ReLU's output (all zeros there) picks the window's first element, as the book's does."""
+    PH, PW = p.shape[2:]
+    first = (np.arange(PH)[:, None] * (2 * conv_w) + np.arange(PW)[None, :] * 2).astype(np.int32)
+    return np.where(p == 0, first, argmax)
+
+
+def conv_relu_pool_ran(conv, relu, pool) -> bool:
+    """Whether the last forward of these layers was conv_relu_pool_forward's."""
+    return (type(conv) is Convolution and conv._fused is not None and type(pool) is Pooling
+            and pool._fused is conv._fused)
+
+
+def conv_relu_pool_backward(conv, dp):
+    """conv.dW and conv.db from dp = dL/dp after conv_relu_pool_forward (no dx: the block opens
+    the network)."""
+    x, p, argmax = conv._fused
+    conv.dW = conv.db = None
+    _claim(conv._ws, ("dW", conv.W.shape), ("db", (conv.W.shape[0],)))
+    conv.dW, conv.db = _k.conv2d_relu_pool_backward(dp, p, argmax, x, conv.W, conv.pad,
+                                                    ws=conv._ws)
