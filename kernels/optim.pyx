@@ -36,10 +36,11 @@ cdef extern from * nogil:
         }
     }
 
-    /* Adam / AdamW. mode 0: no weight decay; 1: L2 (g += wd*p); 2: decoupled (p *= decay). */
+    /* Adam / AdamW. mode 0: no weight decay; 1: L2 (g += wd*p); 2: decoupled (p *= decay).
+       step_size and eps carry sqrt(1 - beta2^t) (reference.optim.adam_scalars): one division. */
     FNN_CLONES static void fnn_adam_k(float* p, const float* g, float* m, float* v, Py_ssize_t n,
                                       float b1, float omb1, float b2, float omb2, float step_size,
-                                      float bc2, float eps, float wd, float decay, int mode) {
+                                      float eps, float wd, float decay, int mode) {
         for (Py_ssize_t i = 0; i < n; i++) {
             float pi = p[i], gi = g[i];
             if (mode == 1) gi = gi + wd * pi;
@@ -48,8 +49,7 @@ cdef extern from * nogil:
             float vi = v[i] * b2 + omb2 * gi * gi;
             m[i] = mi;
             v[i] = vi;
-            float denom = fnn_sqrtf(vi) / bc2 + eps;
-            p[i] = pi - (step_size * mi) / denom;
+            p[i] = pi - (step_size * mi) / (fnn_sqrtf(vi) + eps);
         }
     }
 
@@ -81,8 +81,8 @@ cdef extern from * nogil:
     void fnn_sgd_k(float* p, const float* g, float* vel, Py_ssize_t n, float lr, float mom,
                    float wd, int use_wd, int use_mom, int nesterov)
     void fnn_adam_k(float* p, const float* g, float* m, float* v, Py_ssize_t n, float b1,
-                    float omb1, float b2, float omb2, float step_size, float bc2, float eps,
-                    float wd, float decay, int mode)
+                    float omb1, float b2, float omb2, float step_size, float eps, float wd,
+                    float decay, int mode)
     void fnn_adagrad_k(float* p, const float* g, float* s, Py_ssize_t n, float lr, float eps,
                        float wd, int use_wd)
     void fnn_rmsprop_k(float* p, const float* g, float* a, Py_ssize_t n, float lr, float alpha,
@@ -128,9 +128,9 @@ def adam_update(float[::1] param, const float[::1] grad, float[::1] m, float[::1
     cdef int mode = 0 if weight_decay == 0 else (2 if decoupled else 1)
     cdef float b1 = <float>beta1, omb1 = <float>(1 - beta1)
     cdef float b2 = <float>beta2, omb2 = <float>(1 - beta2)
-    cdef float step_size = <float>(lr / (1 - pow(beta1, <double>step)))
-    cdef float bc2 = <float>sqrt(1 - pow(beta2, <double>step))
-    cdef float feps = <float>eps, fwd = <float>weight_decay
+    cdef double bc2_sqrt = sqrt(1 - pow(beta2, <double>step))  # as reference.optim.adam_scalars
+    cdef float step_size = <float>(lr * bc2_sqrt / (1 - pow(beta1, <double>step)))
+    cdef float feps = <float>(eps * bc2_sqrt), fwd = <float>weight_decay
     cdef float decay = <float>(1 - lr * weight_decay)
     if n == 0:
         return
@@ -144,10 +144,9 @@ def adam_update(float[::1] param, const float[::1] grad, float[::1] m, float[::1
             for b in prange(nb, schedule="static", num_threads=_nthreads):
                 s = b * _BLOCK
                 fnn_adam_k(pp + s, gp + s, mp + s, vp + s, min(n - s, <Py_ssize_t>_BLOCK),
-                           b1, omb1, b2, omb2, step_size, bc2, feps, fwd, decay, mode)
+                           b1, omb1, b2, omb2, step_size, feps, fwd, decay, mode)
         else:
-            fnn_adam_k(pp, gp, mp, vp, n, b1, omb1, b2, omb2, step_size, bc2, feps, fwd, decay,
-                       mode)
+            fnn_adam_k(pp, gp, mp, vp, n, b1, omb1, b2, omb2, step_size, feps, fwd, decay, mode)
 
 
 def adagrad_update(float[::1] param, const float[::1] grad, float[::1] sum_sq, double lr,

@@ -8,11 +8,11 @@ weight-decay / momentum / Nesterov / decoupled cases are separate loops, so no b
 vectorised loop body.
 """
 
-import math
 
 import numpy as np
 from numba import njit, prange
 
+from ..reference.optim import adam_scalars
 from ._common import PARALLEL_MIN_WORK
 
 CHUNK = 4096  # elements per prange task (fixed, not thread-derived)
@@ -96,8 +96,9 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _adam_rng(p, g, m, v, mode, wd, decay, b1, omb1, b2, omb2, bc2, eps, step_size):
-    """mode 0: no weight decay; 1: L2 (g += wd * p); 2: decoupled (p *= decay first)."""
+def _adam_rng(p, g, m, v, mode, wd, decay, b1, omb1, b2, omb2, eps, step_size):
+    """mode 0: no weight decay; 1: L2 (g += wd * p); 2: decoupled (p *= decay first). step_size and
+    eps carry sqrt(1 - beta2**step): see reference.optim.adam_scalars."""
     n = p.size
     if mode == 0:
         for i in range(n):
@@ -106,7 +107,7 @@ def _adam_rng(p, g, m, v, mode, wd, decay, b1, omb1, b2, omb2, bc2, eps, step_si
             vi = v[i] * b2 + omb2 * gi * gi
             m[i] = mi
             v[i] = vi
-            p[i] = p[i] - step_size * mi / (np.sqrt(vi) / bc2 + eps)
+            p[i] = p[i] - step_size * mi / (np.sqrt(vi) + eps)
     elif mode == 1:
         for i in range(n):
             pi = p[i]
@@ -115,7 +116,7 @@ def _adam_rng(p, g, m, v, mode, wd, decay, b1, omb1, b2, omb2, bc2, eps, step_si
             vi = v[i] * b2 + omb2 * gi * gi
             m[i] = mi
             v[i] = vi
-            p[i] = pi - step_size * mi / (np.sqrt(vi) / bc2 + eps)
+            p[i] = pi - step_size * mi / (np.sqrt(vi) + eps)
     else:
         for i in range(n):
             gi = g[i]
@@ -123,32 +124,30 @@ def _adam_rng(p, g, m, v, mode, wd, decay, b1, omb1, b2, omb2, bc2, eps, step_si
             vi = v[i] * b2 + omb2 * gi * gi
             m[i] = mi
             v[i] = vi
-            p[i] = p[i] * decay - step_size * mi / (np.sqrt(vi) / bc2 + eps)
+            p[i] = p[i] * decay - step_size * mi / (np.sqrt(vi) + eps)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _adam_ser(p, g, m, v, mode, wd, decay, b1, omb1, b2, omb2, bc2, eps, step_size):
-    _adam_rng(p, g, m, v, mode, wd, decay, b1, omb1, b2, omb2, bc2, eps, step_size)
+def _adam_ser(p, g, m, v, mode, wd, decay, b1, omb1, b2, omb2, eps, step_size):
+    _adam_rng(p, g, m, v, mode, wd, decay, b1, omb1, b2, omb2, eps, step_size)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", parallel=True)
-def _adam_par(p, g, m, v, mode, wd, decay, b1, omb1, b2, omb2, bc2, eps, step_size):
+def _adam_par(p, g, m, v, mode, wd, decay, b1, omb1, b2, omb2, eps, step_size):
     n = p.size
     for c in prange((n + CHUNK - 1) // CHUNK):
         s = c * CHUNK
         e = min(s + CHUNK, n)
-        _adam_rng(p[s:e], g[s:e], m[s:e], v[s:e], mode, wd, decay, b1, omb1, b2, omb2, bc2, eps,
+        _adam_rng(p[s:e], g[s:e], m[s:e], v[s:e], mode, wd, decay, b1, omb1, b2, omb2, eps,
                   step_size)
 
 
 def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
     mode = 0 if weight_decay == 0 else (2 if decoupled else 1)
-    step_size = lr / (1 - beta1**step)
-    bc2_sqrt = math.sqrt(1 - beta2**step)
+    step_size, eps_hat = adam_scalars(step, lr, beta1, beta2, eps)
     args = (param, grad, m, v, mode, np.float32(weight_decay),
             np.float32(1 - lr * weight_decay), np.float32(beta1), np.float32(1 - beta1),
-            np.float32(beta2), np.float32(1 - beta2), np.float32(bc2_sqrt), np.float32(eps),
-            np.float32(step_size))
+            np.float32(beta2), np.float32(1 - beta2), eps_hat, step_size)
     if param.size >= PARALLEL_MIN_WORK:
         _adam_par(*args)
     else:

@@ -146,8 +146,9 @@ class Adam:
         for key in params.keys():
             p, g, m, v = params[key], grads[key], self.m[key], self.v[key]
             if _on_kernel(p) and _on_kernel(m) and _on_kernel(v):
-                # The kernel computes p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps'), torch's form;
-                # eps' = 1e-7/sqrt(bc2) makes that exactly the book's lr_t * m / (sqrt(v) + 1e-7).
+                # The kernel takes torch's eps (p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)) and
+                # computes p -= lr_t * m / (sqrt(v) + eps*sqrt(bc2)): eps = 1e-7/sqrt(bc2) makes
+                # that the book's lr_t * m / (sqrt(v) + 1e-7).
                 _k.adam_update(p, g, m, v, self.iter, lr=self.lr, beta1=self.beta1,
                                beta2=self.beta2, eps=self.EPS / bc2_sqrt)
             else:

@@ -27,10 +27,17 @@ def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, de
     m += np.float32(1 - beta1) * g
     v *= np.float32(beta2)
     v += np.float32(1 - beta2) * g * g
-    step_size = lr / (1 - beta1**step)
+    # torch's lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps) with sqrt(bc2) moved into the scalars:
+    # one division per element instead of two (Adam at L2/L3-resident sizes is bound by them)
+    step_size, eps_hat = adam_scalars(step, lr, beta1, beta2, eps)
+    param -= step_size * m / (np.sqrt(v) + eps_hat)
+
+
+def adam_scalars(step, lr, beta1, beta2, eps):
+    """(lr * sqrt(bc2) / bc1, eps * sqrt(bc2)) as float32, bc = 1 - beta**step: computed in double,
+    then rounded, by every backend."""
     bc2_sqrt = math.sqrt(1 - beta2**step)
-    denom = np.sqrt(v) / np.float32(bc2_sqrt) + np.float32(eps)
-    param -= np.float32(step_size) * m / denom
+    return (np.float32(lr * bc2_sqrt / (1 - beta1**step)), np.float32(eps * bc2_sqrt))
 
 
 def adagrad_update(param, grad, sum_sq, lr, eps, weight_decay):
