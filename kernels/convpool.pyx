@@ -23,6 +23,9 @@ cdef extern from "fnn_convpool.h" nogil:
     Py_ssize_t fnn_cp_backward_image(const float* x, const float* dp, const float* p,
                                      const int32_t* am, const fnn_cp_geom* g, float* xp,
                                      float* dy, float* dW, float* db)
+    void fnn_cp_init()
+
+fnn_cp_init()  # tables and the CPU check, once, before any thread runs a kernel
 
 cdef enum:
     _CHUNK = 4  # images per backward task (fixed: the partial sums' grouping)

@@ -14,8 +14,9 @@
      convolution's output never reaches memory.
    backward (no dx: the block is a first layer): the conv output's gradient is nonzero only at
      each window's argmax, so dW sums g * (the kh x kw patch at the argmax) over the pooled
-     outputs, one 8-lane vector per kernel row: a quarter of the dense correlation's products
-     (the sparse path, used when the image is finite and every argmax lies in its window). Else
+     outputs whose g is not zero (compacted first: after the ReLU about half are), one 8-lane
+     vector per kernel row: at most a quarter of the dense correlation's products (the sparse
+     path, used when the image is finite and every argmax lies in its window). Else
      the pooled gradient is scattered into a dense (F, OH, OW) plane (L2-sized scratch) and dW is
      the correlation of that plane with the padded image; this dense path forms exactly the
      products the reference's GEMM forms (0 * x included), so an inf or NaN in x gives NaN in the
@@ -432,61 +433,113 @@ FNN_INLINE Py_ssize_t fnn_cp_sparse_prepare(const float* dp, const float* p, con
     return bad;
 }
 
-/* nf (1 or 2) filters from f0, channel c, kernel rows i0 .. i0+nr (constants after inlining). */
-FNN_CP_T static inline __attribute__((always_inline)) void fnn_cp_dw_sparse_block(
-        const float* gs, const int32_t* os, const float* xp, const fnn_cp_geom* g, int f0, int c,
-        int i0, float* dW, const int nf, const int nr) {
-    __m256 acc[2][5];
-    Py_ssize_t PHW = (Py_ssize_t)g->PH * g->PW;
-    const float* xc = xp + ((Py_ssize_t)c * g->Hp + i0) * g->Wp;
-    const Py_ssize_t Wp = g->Wp;
-    FNN_CP_UNROLL for (int f = 0; f < nf; f++)
-        FNN_CP_UNROLL for (int i = 0; i < nr; i++) acc[f][i] = _mm256_setzero_ps();
-    const float* g0 = gs + f0 * PHW;
-    const int32_t* o0 = os + f0 * PHW;
-    for (Py_ssize_t k = 0; k < PHW; k++) {
-        FNN_CP_UNROLL for (int f = 0; f < nf; f++) {
-            __m256 gv = _mm256_broadcast_ss(g0 + f * PHW + k);
-            const float* xq = xc + o0[f * PHW + k];
-            FNN_CP_UNROLL for (int i = 0; i < nr; i++)
-                acc[f][i] = _mm256_fmadd_ps(gv, _mm256_loadu_ps(xq + i * Wp), acc[f][i]);
-        }
+/* Compaction table: for an 8-bit mask, the lanes of its set bits in order (then zeros), and how
+   many there are. Filled once at import (fnn_cp_init). */
+static int32_t fnn_cp_lut[256][8] __attribute__((aligned(32)));
+static uint8_t fnn_cp_lutn[256];
+
+static void fnn_cp_lut_init(void) {
+    for (int m = 0; m < 256; m++) {
+        int n = 0;
+        for (int l = 0; l < 8; l++)
+            if (m & (1 << l)) fnn_cp_lut[m][n++] = l;
+        fnn_cp_lutn[m] = (uint8_t)n;
+        for (int l = n; l < 8; l++) fnn_cp_lut[m][l] = 0;
     }
-    int K = g->C * g->kh * g->kw;
-    FNN_CP_UNROLL for (int f = 0; f < nf; f++)
-        FNN_CP_UNROLL for (int i = 0; i < nr; i++) {
-            float a[8];
-            _mm256_storeu_ps(a, acc[f][i]);
-            float* d = dW + (Py_ssize_t)(f0 + f) * K + (c * g->kh + i0 + i) * g->kw;
-            for (int j = 0; j < g->kw; j++) d[j] += a[j];
-        }
 }
 
-FNN_CP_T static void fnn_cp_dw_sparse_avx2(const float* gs, const int32_t* os, const float* xp,
+/* In place: keep the pooled outputs of one filter whose g is not zero (NaN kept), in order;
+   returns how many. A zero g adds nothing: x is finite here, so g * x is +-0 and an accumulator
+   that starts at +0 never changes by it. (After a ReLU about half the outputs are zero.) */
+FNN_CP_T static Py_ssize_t fnn_cp_compact(float* gf, int32_t* of, Py_ssize_t m) {
+    Py_ssize_t n = 0, k = 0;
+    const __m256 zero = _mm256_setzero_ps();
+    for (; k + 8 <= m; k += 8) {  /* stores at n <= k: never past what was read */
+        __m256 gv = _mm256_loadu_ps(gf + k);
+        __m256i ov = _mm256_loadu_si256((const __m256i*)(of + k));
+        int mask = _mm256_movemask_ps(_mm256_cmp_ps(gv, zero, _CMP_NEQ_UQ));
+        __m256i perm = _mm256_load_si256((const __m256i*)fnn_cp_lut[mask]);
+        _mm256_storeu_ps(gf + n, _mm256_permutevar8x32_ps(gv, perm));
+        _mm256_storeu_si256((__m256i*)(of + n), _mm256_permutevar8x32_epi32(ov, perm));
+        n += fnn_cp_lutn[mask];
+    }
+    for (; k < m; k++) {
+        float v = gf[k];
+        int32_t o = of[k];
+        gf[n] = v;
+        of[n] = o;
+        n += (v != 0.0f);
+    }
+    return n;
+}
+
+/* dW rows i0 .. i0+nr of one filter and channel (d: their first entry) += sum over the n kept
+   outputs of g * (the patch rows at the argmax): two accumulator sets (even and odd outputs) so
+   that consecutive FMAs into one register do not wait for each other. */
+FNN_CP_T static inline __attribute__((always_inline)) void fnn_cp_dw_sparse_rows(
+        const float* gf, const int32_t* of, Py_ssize_t n, const float* xc, Py_ssize_t Wp,
+        float* d, int kw, const int nr) {
+    __m256 a0[5], a1[5];
+    FNN_CP_UNROLL for (int i = 0; i < nr; i++) a0[i] = a1[i] = _mm256_setzero_ps();
+    Py_ssize_t k = 0;
+    for (; k + 2 <= n; k += 2) {
+        __m256 g0 = _mm256_broadcast_ss(gf + k), g1 = _mm256_broadcast_ss(gf + k + 1);
+        const float* x0 = xc + of[k];
+        const float* x1 = xc + of[k + 1];
+        FNN_CP_UNROLL for (int i = 0; i < nr; i++) {
+            a0[i] = _mm256_fmadd_ps(g0, _mm256_loadu_ps(x0 + i * Wp), a0[i]);
+            a1[i] = _mm256_fmadd_ps(g1, _mm256_loadu_ps(x1 + i * Wp), a1[i]);
+        }
+    }
+    if (k < n) {
+        __m256 g0 = _mm256_broadcast_ss(gf + k);
+        const float* x0 = xc + of[k];
+        FNN_CP_UNROLL for (int i = 0; i < nr; i++)
+            a0[i] = _mm256_fmadd_ps(g0, _mm256_loadu_ps(x0 + i * Wp), a0[i]);
+    }
+    FNN_CP_UNROLL for (int i = 0; i < nr; i++) {
+        float a[8];
+        _mm256_storeu_ps(a, _mm256_add_ps(a0[i], a1[i]));
+        for (int j = 0; j < kw; j++) d[i * kw + j] += a[j];
+    }
+}
+
+/* The sparse dW of one image: per filter, its nonzero g compacted (gs, os are overwritten), then
+   every channel's kernel rows in groups of 5, 3 and 1. */
+FNN_CP_T static void fnn_cp_dw_sparse_avx2(float* gs, int32_t* os, const float* xp,
                                            const fnn_cp_geom* g, float* dW) {
-    for (int f0 = 0; f0 < g->F; f0 += 2) {
-        int two = f0 + 1 < g->F;
+    Py_ssize_t PHW = (Py_ssize_t)g->PH * g->PW, Wp = g->Wp;
+    int K = g->C * g->kh * g->kw, kw = g->kw;
+    for (int f = 0; f < g->F; f++) {
+        float* gf = gs + f * PHW;
+        int32_t* of = os + f * PHW;
+        Py_ssize_t n = fnn_cp_compact(gf, of, PHW);
         for (int c = 0; c < g->C; c++) {
             int i0 = 0;
-            for (; i0 + 5 <= g->kh; i0 += 5) {
-                if (two) fnn_cp_dw_sparse_block(gs, os, xp, g, f0, c, i0, dW, 2, 5);
-                else fnn_cp_dw_sparse_block(gs, os, xp, g, f0, c, i0, dW, 1, 5);
-            }
+            const float* xc = xp + (Py_ssize_t)c * g->Hp * Wp;
+            float* d = dW + (Py_ssize_t)f * K + c * g->kh * kw;
+            for (; i0 + 5 <= g->kh; i0 += 5)
+                fnn_cp_dw_sparse_rows(gf, of, n, xc + i0 * Wp, Wp, d + i0 * kw, kw, 5);
             if (g->kh - i0 == 3) {
-                if (two) fnn_cp_dw_sparse_block(gs, os, xp, g, f0, c, i0, dW, 2, 3);
-                else fnn_cp_dw_sparse_block(gs, os, xp, g, f0, c, i0, dW, 1, 3);
+                fnn_cp_dw_sparse_rows(gf, of, n, xc + i0 * Wp, Wp, d + i0 * kw, kw, 3);
                 i0 += 3;
             }
-            for (; i0 < g->kh; i0++) {
-                if (two) fnn_cp_dw_sparse_block(gs, os, xp, g, f0, c, i0, dW, 2, 1);
-                else fnn_cp_dw_sparse_block(gs, os, xp, g, f0, c, i0, dW, 1, 1);
-            }
+            for (; i0 < g->kh; i0++)
+                fnn_cp_dw_sparse_rows(gf, of, n, xc + i0 * Wp, Wp, d + i0 * kw, kw, 1);
         }
     }
 }
 #else
 #define FNN_CP_AVX2 0
 #endif
+
+/* Once, at import (one thread): the compaction table and the CPU check. */
+static void fnn_cp_init(void) {
+#if FNN_CP_AVX2
+    fnn_cp_lut_init();
+    (void)fnn_cp_avx2_usable();
+#endif
+}
 
 /* Forward of one image: x (C, H, W) -> p, am (F, PH, PW). xp: fnn_cp_image_floats scratch;
    wt: fnn_cp_pack_weights of W. */

@@ -299,3 +299,31 @@ def test_blocks_with_a_nan_keep_the_reference_bits_signed_zeros_included(backend
     np.testing.assert_array_equal(p, p0)
     np.testing.assert_array_equal(np.signbit(p), np.signbit(p0))
     np.testing.assert_array_equal(am, a0)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the oracle's inf * 0
+@pytest.mark.parametrize("geom", GEOMS)
+def test_zero_gradients_are_skipped_exactly(backend_name, geom, rng):
+    # the sparse dW sums only the pooled outputs whose g = dp * (p > 0) is not zero: with dp
+    # mostly +-0, one image's all zero, and inf where p <= 0 (g = inf * 0 = NaN, kept), every
+    # value, NaN and zero sign is the reference's (integer data: exact sums)
+    x, W, b = _data(rng, geom, integer=True)
+    shape = _pooled(geom)
+    with backend.using("numpy"):
+        p0, a0 = (a.copy() for a in K.conv2d_relu_pool_forward(x, W, b, geom[-1]))
+    dp = rng.integers(-3, 4, shape).astype(np.float32)
+    dp[rng.random(shape) < 0.7] = 0.0
+    dp[rng.random(shape) < 0.2] = -0.0
+    dp[0] = -0.0
+    variants = [dp]
+    dead = np.argwhere(p0 <= 0)
+    if len(dead) and shape[0] > 1:
+        inf = dp.copy()
+        inf[tuple(dead[len(dead) // 2])] = np.inf
+        variants.append(inf)
+    for d in variants:
+        _, _, dW0, db0 = _reference(x, W, b, geom[-1], d)
+        dW, db = K.conv2d_relu_pool_backward(d, p0, a0, x, W, geom[-1])
+        for got, want in ((dW, dW0), (db, db0)):
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
