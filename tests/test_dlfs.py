@@ -608,6 +608,9 @@ def test_blocks_the_kernel_does_not_run_go_layer_by_layer(fh, stride, pool):
 
 def test_a_fused_first_block_rejects_bad_input_as_the_layers_do():
     net = small_convnet(True)
+    x = np.random.rand(2, 1, 12, 12)  # float64, and as nested lists: converted, as before
+    np.testing.assert_array_equal(net.predict(x.tolist()), net.predict(x))
+    assert net.layers["Conv1"]._fused is not None
     with pytest.raises(ValueError, match="W: expected 3 input channels"):
         net.predict(np.zeros((2, 3, 12, 12), np.float32))  # 3 channels, W1 has 1
     with pytest.raises(ValueError, match="x: expected a 4-D array"):

@@ -263,7 +263,7 @@ class Convolution:
         # shapes checked (clear messages) before any buffer is sized from them
         *_, out_h, out_w = _conv_args(x, self.W, self.stride, self.pad)
         FN, C, FH, FW = self.W.shape
-        N = x.shape[0]
+        N = np.shape(x)[0]
         self.x, self._fused = x, None
         _claim(self._ws, ("y", (N, FN, out_h, out_w)), ("cols", (N * out_h * out_w, C * FH * FW)))
         return _k.conv2d_forward(x, self.W, self.b, self.stride, self.pad, ws=self._ws)
@@ -356,12 +356,13 @@ def conv_relu_pool_fits(conv, relu, pool, x) -> bool:
     convolution beats im2col + GEMM, then 2x2 max pooling with stride 2)."""
     if not (type(conv) is Convolution and type(relu) is Relu and type(pool) is Pooling):
         return False
-    if np.ndim(conv.W) != 4 or np.ndim(x) != 4 or conv.stride != 1:
+    shape = np.shape(x)
+    if np.ndim(conv.W) != 4 or len(shape) != 4 or conv.stride != 1:
         return False
     FN, C, FH, FW = np.shape(conv.W)
-    out_h = x.shape[2] + 2 * conv.pad - FH + 1
-    out_w = x.shape[3] + 2 * conv.pad - FW + 1
-    return (x.shape[1] == C and C * FH * FW <= 75 and out_h >= 2 and out_w >= 2
+    out_h = shape[2] + 2 * conv.pad - FH + 1
+    out_w = shape[3] + 2 * conv.pad - FW + 1
+    return (shape[1] == C and C * FH * FW <= 75 and out_h >= 2 and out_w >= 2
             and pool.pool_h == pool.pool_w == 2 and pool.stride == 2 and pool.pad == 0)
 
 
@@ -372,8 +373,8 @@ def conv_relu_pool_forward(conv, relu, pool, x):
     `relu.out`, `relu.mask`, `pool.x`, `pool.arg_max` and `conv.col` are computed when someone
     looks. Backward: the network runs conv_relu_pool_backward; the layers' own backward methods
     work too (the unfused gradient)."""
-    FN, C, FH, FW = conv.W.shape
-    N, _, H, W = x.shape
+    FN, C, FH, FW = np.shape(conv.W)
+    N, _, H, W = np.shape(x)
     out_h, out_w = H + 2 * conv.pad - FH + 1, W + 2 * conv.pad - FW + 1
     shape = (N, FN, out_h // 2, out_w // 2)
     conv.x = x
