@@ -42,22 +42,35 @@ def _claim(ws, *names_shapes):
         ws.bind(name, np.empty(shape, dtype=dtype))
 
 
+class _Lazy:
+    """A layer attribute that a fused forward (conv_relu_pool_forward) may leave uncomputed: it
+    sets `_make_<name>`, a function, and the value is computed on first access. Assigning the
+    attribute stores the value and drops any pending function."""
+
+    def __set_name__(self, owner, name):
+        self.slot, self.maker = "_" + name, "_make_" + name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        make = getattr(obj, self.maker)
+        if make is not None:
+            setattr(obj, self.slot, make())
+            setattr(obj, self.maker, None)
+        return getattr(obj, self.slot)
+
+    def __set__(self, obj, value):
+        setattr(obj, self.slot, value)
+        setattr(obj, self.maker, None)
+
+
 class Relu:
     def __init__(self):
         self._out = self._make_out = None
         self._ws = _k.Workspace()
 
-    @property
-    def out(self):
-        """The last output. After a fused Convolution -> Relu -> Pooling forward (see
-        conv_relu_pool_forward) it was never stored: it is computed here when someone looks."""
-        if self._make_out is not None:
-            self._out, self._make_out = self._make_out(), None
-        return self._out
-
-    @out.setter
-    def out(self, value):
-        self._out, self._make_out = value, None
+    # the last output; after a fused Convolution -> Relu -> Pooling forward it was never stored
+    out = _Lazy()
 
     @property
     def mask(self):
@@ -304,15 +317,7 @@ class Pooling:
     def x(self):
         return None if self._x is None else self._x()
 
-    @property
-    def arg_max(self):
-        if self._make_arg_max is not None:
-            self._arg_max, self._make_arg_max = self._make_arg_max(), None
-        return self._arg_max
-
-    @arg_max.setter
-    def arg_max(self, value):
-        self._arg_max, self._make_arg_max = value, None
+    arg_max = _Lazy()  # computed on request after a fused forward
 
     def _square(self):
         return self.pool_h == self.pool_w and self.pad == 0
